@@ -1,0 +1,33 @@
+# The two commands a newcomer needs: `make serve` and `make test` (see README).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 3000
+SHARED ?= ../shared/data
+LABELS ?= $(wildcard $(SHARED)/inat21/inat21_class_index.json)
+# DEV=1 registers tiny random-initialised models instead of downloading the real weights.
+ifeq ($(DEV),1)
+SPECIES_ARGS := --dev $(if $(LABELS),--labels $(LABELS))
+endif
+
+.PHONY: install models serve test clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+models: install  ## register models in the BentoML store if missing
+	$(PY) scripts/save_models.py species $(SPECIES_ARGS)
+
+serve: install  ## register models if missing, then serve on http://localhost:$(PORT)
+	tag=$$($(PY) scripts/save_models.py species $(SPECIES_ARGS)) && \
+	SPECIES_MODEL=$$tag $(VENV)/bin/bentoml serve service:Gateway --port $(PORT)
+
+test: install
+	$(PY) -m pytest -ra tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,51 @@
+"""Device, precision and normalisation helpers shared by the runners."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+def gpu_available() -> bool:
+    """True when CUDA is usable in this process."""
+    return torch.cuda.is_available()
+
+
+def service_resources() -> dict[str, Any]:
+    """BentoML ``resources``: one GPU when present, else CPU only."""
+    return {"gpu": 1} if gpu_available() else {"cpu": "1"}
+
+
+def pick_device(setting: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present; ``cpu``/``cuda`` force one."""
+    if setting == "auto":
+        setting = "cuda" if gpu_available() else "cpu"
+    if setting == "cuda" and not gpu_available():
+        raise RuntimeError("DEVICE=cuda but no CUDA device is visible; set DEVICE=auto or cpu")
+    return torch.device(setting)
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on GPU, exact fp32 on CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def to_normalised(images: np.ndarray, mean: Sequence[float], std: Sequence[float], device: torch.device) -> torch.Tensor:
+    """uint8 ``(N, H, W, 3)`` -> float ``(N, 3, H, W)`` normalised on ``device``."""
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"expected a uint8 (N, H, W, 3) batch, got {images.dtype} {images.shape}")
+    batch = torch.from_numpy(np.ascontiguousarray(images))
+    if device.type == "cuda":
+        batch = batch.pin_memory().to(device, non_blocking=True)
+    batch = batch.permute(0, 3, 1, 2).float().div_(255.0)
+    mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
+    return batch.sub_(mean_t).div_(std_t)

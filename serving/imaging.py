@@ -1,0 +1,117 @@
+"""Decode untrusted image bytes and reproduce timm/open_clip eval preprocessing on the CPU.
+
+The output is a uint8 ``(H, W, 3)`` array: the runner normalises on its device, so the wire
+carries one byte per channel instead of four.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from typing import Literal
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from pydantic import BaseModel, Field
+
+from serving.errors import ServiceError
+
+SUPPORTED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+
+_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
+
+
+class PreprocessConfig(BaseModel):
+    """Eval preprocessing, as timm's ``resolve_model_data_config`` reports it; saved with the weights."""
+
+    input_size: tuple[int, int, int] = Field(description="(channels, height, width)")
+    interpolation: Literal["nearest", "bilinear", "bicubic", "lanczos", "box", "hamming"]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    crop_pct: float = Field(gt=0, le=1)
+    crop_mode: Literal["center", "squash"] = "center"
+
+    @property
+    def height(self) -> int:
+        return self.input_size[1]
+
+    @property
+    def width(self) -> int:
+        return self.input_size[2]
+
+
+def decode_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Decode bytes into an RGB image with EXIF orientation applied.
+
+    The bytes decide the format, not any declared content type. Raises ``ServiceError``
+    (400, 413 or 415) with a message that says what to send instead.
+    """
+    if not data:
+        raise ServiceError(400, "empty_body", "The request body is empty; send the image bytes as the body.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ServiceError(
+            400, "invalid_image", "The body is not a readable image; send JPEG, PNG or WebP bytes."
+        ) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ServiceError(413, "image_too_large", f"The image has more than {max_pixels} pixels.") from None
+    if img.format not in SUPPORTED_FORMATS:
+        raise ServiceError(
+            415,
+            "unsupported_media_type",
+            f"{img.format} images are not supported; send one of: {', '.join(SUPPORTED_FORMATS.values())}.",
+        )
+    width, height = img.size
+    if width * height > max_pixels:
+        raise ServiceError(
+            413,
+            "image_too_large",
+            f"The image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}. Downscale it first.",
+        )
+    try:
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        return img.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ServiceError(
+            400, "invalid_image", f"The {img.format} image is truncated or corrupt ({exc}); re-encode it and retry."
+        ) from None
+
+
+def resize_and_crop(img: Image.Image, cfg: PreprocessConfig) -> Image.Image:
+    """Resize and crop exactly as timm's ``transforms_imagenet_eval`` does for ``cfg`` (without normalising)."""
+    out_h, out_w = cfg.height, cfg.width
+    resample = _RESAMPLE[cfg.interpolation]
+    if cfg.crop_mode == "squash":
+        scale = (math.floor(out_h / cfg.crop_pct), math.floor(out_w / cfg.crop_pct))
+        img = img.resize((scale[1], scale[0]), resample)
+    else:
+        scale_h, scale_w = math.floor(out_h / cfg.crop_pct), math.floor(out_w / cfg.crop_pct)
+        if scale_h != scale_w:
+            raise ValueError("center crop with a non-square scale is not supported; use crop_mode='squash'")
+        # torchvision Resize(int): the shorter side becomes `scale_h`, the longer keeps the aspect ratio.
+        w, h = img.size
+        short, long = (w, h) if w <= h else (h, w)
+        new_short, new_long = scale_h, int(scale_h * long / short)
+        size = (new_short, new_long) if w <= h else (new_long, new_short)
+        if size != img.size:
+            img = img.resize(size, resample)
+    w, h = img.size
+    top, left = int(round((h - out_h) / 2.0)), int(round((w - out_w) / 2.0))
+    return img.crop((left, top, left + out_w, top + out_h))
+
+
+def preprocess(img: Image.Image, cfg: PreprocessConfig) -> np.ndarray:
+    """RGB image -> uint8 array ``(H, W, 3)`` ready for the runner."""
+    return np.asarray(resize_and_crop(img, cfg), dtype=np.uint8)

@@ -1,0 +1,160 @@
+"""The save script registers complete, labelled store entries from every source, once."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import bentoml
+import pytest
+import timm
+import torch
+
+from runners.species import load_species
+from scripts.save_models import save_species
+from serving.model_store import SaveError, sha256_file
+from tests.conftest import ROOT
+
+
+def test_dev_model_is_complete_and_marked_dev(species_dev_model, inat21_labels) -> None:
+    model = species_dev_model
+    assert str(model.tag) == "eva02-inat21:dev"
+    assert model.info.labels["variant"] == "dev"
+    meta = model.info.metadata
+    assert meta["architecture"] == "eva02_tiny_patch14_224"
+    assert meta["num_classes"] == 10_000
+    assert meta["sha256"] == sha256_file(Path(model.path) / "model.safetensors")
+    assert {"source", "revision", "licence"} <= meta.keys()
+    expected = timm.data.resolve_data_config({}, pretrained_cfg=timm.get_pretrained_cfg("eva02_tiny_patch14_224").to_dict())
+    assert meta["preprocess"]["input_size"] == list(expected["input_size"])
+    assert meta["preprocess"]["crop_pct"] == expected["crop_pct"]
+    assert meta["preprocess"]["interpolation"] == expected["interpolation"]
+    names = json.loads((Path(model.path) / "config.json").read_text())["label_names"]
+    reference = json.loads(inat21_labels.read_text())
+    assert names[3867] == reference["3867"] == "Agelaius phoeniceus"
+    assert len(names) == 10_000
+
+
+def test_saving_again_is_a_no_op_unless_forced(species_dev_model, tmp_path: Path) -> None:
+    names = json.loads((Path(species_dev_model.path) / "config.json").read_text())["label_names"]
+    first = species_dev_model.info.creation_time
+    again = save_species(dev=True)
+    assert again.tag == species_dev_model.tag and again.info.creation_time == first
+
+    label_file = tmp_path / "labels.json"
+    label_file.write_text(json.dumps({str(i): n for i, n in enumerate(names)}))
+    forced = save_species(dev=True, labels=label_file, force=True)
+    assert forced.info.creation_time > first
+    assert forced.info.metadata["sha256"] == species_dev_model.info.metadata["sha256"]  # seeded: same weights
+
+
+def _tiny_classifier(num_classes: int, seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return timm.create_model("eva02_tiny_patch14_224", pretrained=False, num_classes=num_classes).eval()
+
+
+def _same_logits(original: torch.nn.Module, stored: bentoml.Model) -> None:
+    loaded, _, cfg = load_species(Path(stored.path), torch.device("cpu"))
+    x = torch.randn(2, 3, cfg.height, cfg.width, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(x), original(x), rtol=0, atol=1e-5)
+
+
+def test_from_dir_round_trip_keeps_logits(tmp_path: Path) -> None:
+    original = _tiny_classifier(10_000, seed=1)
+    names = [f"species {i}" for i in range(10_000)]
+    timm.models.save_for_hf(original, tmp_path, model_config={"label_names": names}, safe_serialization=True)
+
+    stored = save_species(from_dir=tmp_path)
+
+    assert stored.tag.version.startswith("local-")
+    assert stored.info.labels["variant"] == "release"
+    assert stored.info.metadata["source"] == f"local-dir:{tmp_path}"
+    assert stored.info.metadata["licence"] == "cc-by-nc-4.0"
+    _same_logits(original, stored)
+    assert save_species(from_dir=tmp_path).info.creation_time == stored.info.creation_time
+
+
+def test_from_dir_accepts_a_bare_pytorch_bin_with_labels(tmp_path: Path) -> None:
+    original = _tiny_classifier(12, seed=2)
+    torch.save(original.state_dict(), tmp_path / "pytorch_model.bin")
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({str(i): f"taxon {i}" for i in range(12)}))
+
+    stored = save_species(from_dir=tmp_path, labels=labels, arch="eva02_tiny_patch14_224")
+
+    assert stored.info.metadata["num_classes"] == 12
+    _same_logits(original, stored)
+
+
+def test_from_dir_without_weights_says_what_is_missing(tmp_path: Path) -> None:
+    with pytest.raises(SaveError, match="model.safetensors nor pytorch_model.bin"):
+        save_species(from_dir=tmp_path)
+
+
+def test_labels_file_with_wrong_count_is_rejected(tmp_path: Path) -> None:
+    timm.models.save_for_hf(_tiny_classifier(5, seed=3), tmp_path, safe_serialization=True)
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({str(i): f"taxon {i}" for i in range(4)}))
+    with pytest.raises(SaveError, match='keys "0".."4"'):
+        save_species(from_dir=tmp_path, labels=labels)
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _silent_server() -> tuple[int, threading.Event]:
+    """A loopback server that accepts connections and never answers."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    stop = threading.Event()
+
+    def hold() -> None:
+        held = []
+        server.settimeout(0.5)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+        for conn in held:
+            conn.close()
+        server.close()
+
+    threading.Thread(target=hold, daemon=True).start()
+    return server.getsockname()[1], stop
+
+
+@pytest.mark.parametrize("kind", ["refused", "silent"])
+def test_unreachable_hub_fails_fast_naming_offline_options(tmp_path: Path, kind: str) -> None:
+    if kind == "refused":
+        port, stop = _closed_port(), None
+    else:
+        port, stop = _silent_server()
+    env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{port}", "BENTOML_HOME": str(tmp_path), "HF_HOME": str(tmp_path)}
+    start = time.monotonic()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "scripts/save_models.py", "species"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        )
+    finally:
+        if stop is not None:
+            stop.set()
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 2, proc.stderr
+    assert "Cannot reach the Hugging Face Hub" in proc.stderr
+    assert "--from-dir" in proc.stderr and "--dev" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+    assert elapsed < 30, f"took {elapsed:.1f}s"
