@@ -9,6 +9,7 @@ from pathlib import Path
 
 # Must happen before bentoml is imported anywhere: it reads BENTOML_HOME once.
 os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="bentoml-test-home-")
+os.environ["SPECIES_MODEL"] = "eva02-inat21:dev"
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import numpy as np  # noqa: E402

@@ -32,7 +32,7 @@ def test_preprocess_matches_timm_eval_transform(name: str, cfg_name: str) -> Non
     reference = timm.data.create_transform(**cfg_dict, is_training=False)
     img = decode_image(encode(photo(name)), BIG)
 
-    ours = torch.from_numpy(preprocess(img, PreprocessConfig.model_validate(cfg_dict))).permute(2, 0, 1).float() / 255
+    ours = torch.from_numpy(np.array(preprocess(img, PreprocessConfig.model_validate(cfg_dict)))).permute(2, 0, 1).float() / 255
     mean = torch.tensor(cfg_dict["mean"]).view(3, 1, 1)
     std = torch.tensor(cfg_dict["std"]).view(3, 1, 1)
     theirs = reference(img) * std + mean  # undo timm's Normalize to compare in [0, 1] pixel units

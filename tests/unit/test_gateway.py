@@ -1,0 +1,86 @@
+"""Gateway behaviour with a fake runner: response shape, top_k, and runner failures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from starlette.datastructures import Headers, MutableHeaders
+
+from runners.species import TopK
+from tests.conftest import encode, photo
+
+
+class FakeSpecies:
+    """Stands in for the SpeciesRunner dependency; records what it was sent."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail, self.batches = fail, []
+        self.to_async = SimpleNamespace(predict=self.predict)
+
+    async def predict(self, images: np.ndarray) -> list[TopK]:
+        self.batches.append(images)
+        if self.fail:
+            raise RuntimeError("CUDA error: device-side assert triggered at /secret/path.py")
+        return [TopK(labels=[f"taxon {i}" for i in range(10)], scores=[0.5 / 2**i for i in range(10)])]
+
+
+def make_ctx(query: dict | None = None, body_len: int = 1) -> SimpleNamespace:
+    return SimpleNamespace(
+        request=SimpleNamespace(query_params=query or {}, headers=Headers({"content-length": str(body_len)})),
+        response=SimpleNamespace(status_code=200, headers=MutableHeaders()),
+    )
+
+
+@pytest.fixture
+def gateway(species_dev_model):
+    from service import Gateway
+
+    gw = Gateway.inner()
+    gw.species = FakeSpecies()
+    return gw
+
+
+def call(gw, body: bytes, ctx) -> object:
+    return asyncio.run(gw.classify(body, ctx=ctx))
+
+
+def test_classify_sends_one_preprocessed_uint8_image_and_trims_to_top_k(gateway) -> None:
+    ctx = make_ctx({"top_k": "5"})
+    result = call(gateway, encode(photo("coffee")), ctx)
+    (batch,) = gateway.species.batches
+    assert batch.dtype == np.uint8 and batch.shape == (1, 224, 224, 3)
+    assert [p.species for p in result.predictions] == [f"taxon {i}" for i in range(5)]
+    assert result.model.variant == "dev"
+    assert ctx.response.headers["X-Model-Variant"] == "dev"
+
+
+def test_default_top_k_is_three(gateway) -> None:
+    assert len(call(gateway, encode(photo("coffee")), make_ctx()).predictions) == 3
+
+
+@pytest.mark.parametrize("top_k", ["0", "11", "three", "-1", ""])
+def test_bad_top_k_is_400(gateway, top_k: str) -> None:
+    ctx = make_ctx({"top_k": top_k})
+    response = call(gateway, encode(photo("coffee")), ctx)
+    assert response.status_code == ctx.response.status_code == 400
+    assert json.loads(response.body)["error"] == "invalid_parameter"
+    assert gateway.species.batches == []
+
+
+def test_runner_failure_is_503_json_without_internals(gateway) -> None:
+    gateway.species = FakeSpecies(fail=True)
+    ctx = make_ctx()
+    response = call(gateway, encode(photo("coffee")), ctx)
+    body = json.loads(response.body)
+    assert response.status_code == ctx.response.status_code == 503
+    assert body == {"error": "inference_failed", "detail": "The species model failed; retry shortly."}
+
+
+def test_empty_body_is_named_as_such(gateway) -> None:
+    ctx = make_ctx(body_len=0)
+    response = call(gateway, b"{}", ctx)  # what BentoML hands over for an empty body
+    assert response.status_code == 400 and json.loads(response.body)["error"] == "empty_body"
