@@ -23,7 +23,8 @@ models: install  ## register models in the BentoML store if missing
 	$(PY) scripts/save_models.py species $(SPECIES_ARGS)
 
 serve: install  ## register models if missing, then serve on http://localhost:$(PORT)
-	tag=$$($(PY) scripts/save_models.py species $(SPECIES_ARGS)) && \
+	tag=$$($(PY) scripts/save_models.py species $(SPECIES_ARGS)) || \
+	  { echo "Hint: 'make serve DEV=1' serves tiny dev models without the hub." >&2; exit 2; } && \
 	SPECIES_MODEL=$$tag $(VENV)/bin/bentoml serve service:Gateway --port $(PORT)
 
 test: install

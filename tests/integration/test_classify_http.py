@@ -140,3 +140,8 @@ def test_concurrent_requests_are_batched(server, jpeg: bytes, label_names) -> No
     assert images == 32
     assert batches < 32, f"{batches} batches for 32 concurrent requests: no batching"
     assert batches - singles >= 1, "no batch held more than one image"
+
+
+def test_dev_model_is_announced_at_startup(server) -> None:
+    log = server.log.read_text(errors="replace")
+    assert "Serving DEV model eva02-inat21:dev" in log
