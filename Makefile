@@ -4,10 +4,12 @@ PY := $(VENV)/bin/python
 PORT ?= 3000
 SHARED ?= ../shared/data
 LABELS ?= $(wildcard $(SHARED)/inat21/inat21_class_index.json)
+HEAD ?= $(wildcard $(SHARED)/aesthetic/sa_0_4_vit_b_16_linear.pth)
 # DEV=1 registers tiny random-initialised models instead of downloading the real weights.
 ifeq ($(DEV),1)
-SPECIES_ARGS := --dev $(if $(LABELS),--labels $(LABELS))
+SAVE_ARGS := --dev $(if $(LABELS),--labels $(LABELS))
 endif
+SAVE_ARGS += $(if $(HEAD),--head $(HEAD))
 
 .PHONY: install models serve test clean
 
@@ -19,13 +21,13 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-models: install  ## register models in the BentoML store if missing
-	$(PY) scripts/save_models.py species $(SPECIES_ARGS)
+models: install  ## register every model in the BentoML store if missing
+	$(PY) scripts/save_models.py all $(SAVE_ARGS)
 
 serve: install  ## register models if missing, then serve on http://localhost:$(PORT)
-	tag=$$($(PY) scripts/save_models.py species $(SPECIES_ARGS)) || \
+	settings=$$($(PY) scripts/save_models.py all $(SAVE_ARGS)) || \
 	  { echo "Hint: 'make serve DEV=1' serves tiny dev models without the hub." >&2; exit 2; } && \
-	SPECIES_MODEL=$$tag $(VENV)/bin/bentoml serve service:Gateway --port $(PORT)
+	env $$settings $(VENV)/bin/bentoml serve service:Gateway --port $(PORT)
 
 test: install
 	$(PY) -m pytest -ra tests

@@ -93,6 +93,6 @@ def hub_unreachable_message(repo: str, exc: BaseException) -> str:
     return (
         f"Cannot reach the Hugging Face Hub for {repo} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}).\n"
         "Offline options:\n"
-        "  --from-dir PATH   import a local checkpoint (model.safetensors or pytorch_model.bin, optional config.json)\n"
+        "  --from-dir PATH   import the weights from a local folder (README, 'Models and the BentoML store')\n"
         "  --dev             register a tiny random-initialised dev model (tests and demos only)"
     )

@@ -10,6 +10,8 @@ from pathlib import Path
 # Must happen before bentoml is imported anywhere: it reads BENTOML_HOME once.
 os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="bentoml-test-home-")
 os.environ["SPECIES_MODEL"] = "eva02-inat21:dev"
+os.environ["AESTHETIC_CLIP_MODEL"] = "clip-vit-b16-openai:dev"
+os.environ["AESTHETIC_HEAD_MODEL"] = "laion-aesthetic-vit-b16:8ad3923d7ecf"  # the published head's sha256[:12]
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import numpy as np  # noqa: E402
@@ -52,9 +54,23 @@ def inat21_labels() -> Path:
 
 
 @pytest.fixture(scope="session")
+def laion_head() -> Path:
+    return shared_file("aesthetic/sa_0_4_vit_b_16_linear.pth")
+
+
+@pytest.fixture(scope="session")
+def aesthetic_models(laion_head):
+    """(dev CLIP ViT-B/16 image tower, the real LAION head) in the test store."""
+    from scripts.aesthetic_head import save_head
+    from scripts.clip_models import AESTHETIC_CLIP, save_clip
+
+    return save_clip(AESTHETIC_CLIP, dev=True), save_head(laion_head)
+
+
+@pytest.fixture(scope="session")
 def species_dev_model():
     """The dev species model in the test store, with real iNat21 names when ../shared is present."""
-    from scripts.save_models import save_species
+    from scripts.species_model import save_species
 
     labels = SHARED_DATA / "inat21" / "inat21_class_index.json"
     return save_species(dev=True, labels=labels if labels.is_file() else None)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -69,8 +71,33 @@ def stop_server(server: Server) -> None:
             server.proc.wait()
 
 
+def burst(server: Server, path: str, body: bytes, n: int) -> list[httpx.Response]:
+    """Send ``n`` identical POSTs at once and return the responses in order."""
+
+    async def run() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+            return await asyncio.gather(*(client.post(path, content=body) for _ in range(n)))
+
+    return asyncio.run(run())
+
+
+def batch_histogram(server: Server, service: str) -> tuple[float, float, float]:
+    """(batches, images, batches of one image) run by ``service``'s batchable APIs, from the gateway's /metrics."""
+    metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+
+    def total(prefix: str) -> float:
+        found = re.findall(prefix + rf'[^\n]*service_name="{service}"[^\n]*\}} ([0-9.e+]+)', metrics)
+        return sum(float(v) for v in found)
+
+    return (
+        total(r"bentoml_service_adaptive_batch_size_count\{"),
+        total(r"bentoml_service_adaptive_batch_size_sum\{"),
+        total(r'bentoml_service_adaptive_batch_size_bucket\{le="1.0"'),
+    )
+
+
 @pytest.fixture(scope="session")
-def server(species_dev_model, tmp_path_factory) -> Server:
+def server(species_dev_model, aesthetic_models, tmp_path_factory) -> Server:
     srv = start_server(tmp_path_factory.mktemp("serve") / "bentoml.log")
     yield srv
     stop_server(srv)

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import encode, photo
+from tests.integration.conftest import batch_histogram, burst
 
 pytestmark = pytest.mark.integration
 
@@ -68,74 +65,21 @@ def test_top_k_query_parameter(server, jpeg: bytes, label_names) -> None:
     assert_valid_predictions(response.json(), label_names, k=7)
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
-def test_readme_curl_line_works_as_written(server, jpeg: bytes, tmp_path: Path) -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    line = re.search(r"^curl -X POST .*/classify$", readme, re.M).group(0)
-    (tmp_path / "photo.jpg").write_bytes(jpeg)
-    command = line.replace("http://localhost:3000", server.url).split()
-    out = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True)
-    assert json.loads(out.stdout) == classify(server, jpeg).json()
-
-
-def _truncated_jpeg() -> bytes:
-    data = encode(photo("coffee"))
-    return data[: len(data) // 3]
-
-
-BAD_INPUTS = [
-    ("empty", b"", {}, 400, "empty_body"),
-    ("text", b"hello, I am not a picture", {}, 400, "invalid_image"),
-    ("declared png, text body", b"not a png", {"Content-Type": "image/png"}, 400, "invalid_image"),
-    ("truncated jpeg", _truncated_jpeg(), {"Content-Type": "image/jpeg"}, 400, "invalid_image"),
-    ("gif", encode(photo("chelsea"), "GIF"), {"Content-Type": "image/gif"}, 415, "unsupported_media_type"),
-    ("bmp", encode(photo("chelsea"), "BMP"), {}, 415, "unsupported_media_type"),
-    ("url body", b"http://127.0.0.1:1/photo.jpg", {"Content-Type": "image/jpeg"}, 400, "invalid_image"),
-]
-
-
-@pytest.mark.parametrize("name,body,headers,status,error", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
-def test_bad_input_gets_json_4xx(server, name, body, headers, status, error) -> None:
-    response = classify(server, body, headers)
-    assert response.status_code == status, response.text
-    payload = response.json()
-    assert set(payload) == {"error", "detail"}
-    assert payload["error"] == error and payload["detail"]
-    assert "Traceback" not in response.text
-
-
 def test_bad_top_k_gets_json_400(server, jpeg: bytes) -> None:
     response = classify(server, jpeg, params={"top_k": "11"})
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_parameter"
 
 
-def _batch_histogram(metrics: str) -> tuple[float, float, float]:
-    """(batches, images, batches of size 1) that the SpeciesRunner's predict has run."""
-    def value(pattern: str) -> float:
-        found = re.findall(pattern + r'[^\n]*service_name="SpeciesRunner"[^\n]*\} ([0-9.e+]+)', metrics)
-        return sum(float(v) for v in found)
-
-    return (
-        value(r"bentoml_service_adaptive_batch_size_count\{"),
-        value(r"bentoml_service_adaptive_batch_size_sum\{"),
-        value(r'bentoml_service_adaptive_batch_size_bucket\{le="1.0"'),
-    )
-
-
 def test_concurrent_requests_are_batched(server, jpeg: bytes, label_names) -> None:
-    before = _batch_histogram(httpx.get(f"{server.url}/metrics").text)
+    before = batch_histogram(server, "SpeciesRunner")
 
-    async def burst(n: int) -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
-            return await asyncio.gather(*(client.post("/classify", content=jpeg) for _ in range(n)))
-
-    responses = asyncio.run(burst(32))
+    responses = burst(server, "/classify", jpeg, 32)
     assert [r.status_code for r in responses] == [200] * 32
     for r in responses:
         assert_valid_predictions(r.json(), label_names)
 
-    after = _batch_histogram(httpx.get(f"{server.url}/metrics").text)
+    after = batch_histogram(server, "SpeciesRunner")
     batches, images, singles = (a - b for a, b in zip(after, before))
     assert images == 32
     assert batches < 32, f"{batches} batches for 32 concurrent requests: no batching"

@@ -1,22 +1,28 @@
-"""The README's Python client examples run as written against a real server."""
+"""The README's curl lines and Python client examples run as written against a real server."""
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import ROOT, encode, photo
 
 pytestmark = pytest.mark.integration
 
+README = (ROOT / "README.md").read_text()
+CURL_LINES = re.findall(r"^curl -X POST .*$", README, re.M)
 
-def readme_python_blocks(containing: str) -> list[str]:
-    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
-    return [b for b in blocks if containing in b]
+
+def readme_python_block(containing: str) -> str:
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", README, re.S) if containing in b]
+    return block
 
 
 def run_example(code: str, server, cwd: Path) -> str:
@@ -26,10 +32,28 @@ def run_example(code: str, server, cwd: Path) -> str:
     return proc.stdout
 
 
-def test_readme_classify_client_example(server, species_dev_model, tmp_path: Path) -> None:
-    (block,) = readme_python_blocks("client.classify(")
+@pytest.fixture
+def photo_dir(tmp_path: Path) -> Path:
     (tmp_path / "photo.jpg").write_bytes(encode(photo("rocket")))
-    lines = run_example(block, server, tmp_path).strip().splitlines()
+    return tmp_path
+
+
+def test_readme_shows_a_curl_line_per_endpoint() -> None:
+    assert {line.rsplit("/", 1)[1] for line in CURL_LINES} >= {"classify", "score"}
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+@pytest.mark.parametrize("line", CURL_LINES)
+def test_readme_curl_lines_work_as_written(server, photo_dir: Path, line: str) -> None:
+    command = line.replace("http://localhost:3000", server.url).split()
+    out = subprocess.run(command, cwd=photo_dir, capture_output=True, text=True, timeout=60, check=True)
+    expected = httpx.post(command[-1], content=(photo_dir / "photo.jpg").read_bytes(), timeout=60)
+    assert expected.status_code == 200
+    assert json.loads(out.stdout) == expected.json()
+
+
+def test_readme_classify_client_example(server, photo_dir: Path) -> None:
+    lines = run_example(readme_python_block("client.classify("), server, photo_dir).strip().splitlines()
     assert len(lines) == 3
     scores = []
     for line in lines:
@@ -37,3 +61,9 @@ def test_readme_classify_client_example(server, species_dev_model, tmp_path: Pat
         assert species and 0 <= float(score) <= 1
         scores.append(float(score))
     assert scores == sorted(scores, reverse=True)
+
+
+def test_readme_score_client_example(server, photo_dir: Path) -> None:
+    out = run_example(readme_python_block("client.score("), server, photo_dir).strip()
+    expected = httpx.post(f"{server.url}/score", content=(photo_dir / "photo.jpg").read_bytes(), timeout=60).json()
+    assert out == f'aesthetic score {expected["score"]:.2f} (raw {expected["raw"]:.3f})'

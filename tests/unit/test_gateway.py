@@ -36,7 +36,7 @@ def make_ctx(query: dict | None = None, body_len: int = 1) -> SimpleNamespace:
 
 
 @pytest.fixture
-def gateway(species_dev_model):
+def gateway(species_dev_model, aesthetic_models):
     from service import Gateway
 
     gw = Gateway.inner()

@@ -17,7 +17,7 @@ import timm
 import torch
 
 from runners.species import load_species
-from scripts.save_models import save_species
+from scripts.species_model import save_species
 from serving.model_store import SaveError, sha256_file
 from tests.conftest import ROOT
 

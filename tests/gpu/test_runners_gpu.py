@@ -1,4 +1,4 @@
-"""On CUDA the species runner's bf16 path must agree with the CPU fp32 path. Skipped without a GPU."""
+"""On CUDA the runners' bf16 paths must agree with their CPU fp32 paths. Skipped without a GPU."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from runners._torch import autocast
+from runners._torch import autocast, to_normalised
 from runners.species import load_species, preprocess_batch
 from serving.imaging import decode_image, preprocess
 from tests.conftest import encode, photo
@@ -33,3 +33,17 @@ def test_cuda_bf16_matches_cpu_fp32(species_dev_model) -> None:
     gpu = probabilities(path, torch.device("cuda"), batch)
     assert gpu.shape == cpu.shape
     torch.testing.assert_close(gpu, cpu, rtol=0.05, atol=1e-5)
+
+
+def test_cuda_aesthetic_scores_match_cpu(aesthetic_models) -> None:
+    from runners.aesthetic import load_aesthetic
+
+    clip, head = aesthetic_models
+    results = []
+    for device in (torch.device("cpu"), torch.device("cuda")):
+        model, linear, cfg = load_aesthetic(Path(clip.path), Path(head.path), device)
+        batch = np.stack([preprocess(decode_image(encode(photo(n)), 10**8), cfg) for n in ("chelsea", "rocket")])
+        with torch.inference_mode(), autocast(device):
+            emb = model.encode_image(to_normalised(batch, cfg.mean, cfg.std, device)).float()
+        results.append(linear(torch.nn.functional.normalize(emb, dim=-1)).squeeze(-1).cpu())
+    torch.testing.assert_close(results[1], results[0], rtol=0, atol=0.05)

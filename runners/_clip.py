@@ -1,0 +1,79 @@
+"""Loading open_clip models from the BentoML store, shared by the CLIP-based runners.
+
+A store entry is an open_clip ``local-dir`` folder: ``open_clip_config.json`` (model_cfg + preprocess_cfg) and
+``open_clip_model.safetensors`` holding either the whole model or only the towers listed in its metadata.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from serving.imaging import PreprocessConfig
+
+CONFIG_FILE = "open_clip_config.json"
+WEIGHTS_FILE = "open_clip_model.safetensors"
+TOWER_PREFIXES = {"visual": ("visual.",), "text": ("transformer.", "token_embedding.", "positional_embedding",
+                                                  "ln_final.", "text_projection", "attn_mask", "text.")}
+
+
+def preprocess_config(open_clip_cfg: dict[str, Any]) -> PreprocessConfig:
+    """open_clip's preprocess dict -> the gateway's PreprocessConfig (open_clip resizes without a crop margin)."""
+    size = open_clip_cfg.get("size", 224)
+    height, width = (size, size) if isinstance(size, int) else tuple(size)
+    mode = open_clip_cfg.get("resize_mode", "shortest")
+    if mode not in ("shortest", "squash"):
+        raise ValueError(f"open_clip resize_mode {mode!r} is not supported; use 'shortest' or 'squash'")
+    return PreprocessConfig(
+        input_size=(3, height, width),
+        interpolation=open_clip_cfg.get("interpolation", "bicubic"),
+        mean=tuple(open_clip_cfg["mean"]),
+        std=tuple(open_clip_cfg["std"]),
+        crop_pct=1.0,
+        crop_mode="center" if mode == "shortest" else "squash",
+    )
+
+
+def tower_state(state: dict[str, torch.Tensor], towers: Sequence[str]) -> dict[str, torch.Tensor]:
+    """The part of a full CLIP state dict that belongs to ``towers`` (all of it when both are kept)."""
+    if set(towers) >= {"visual", "text"}:
+        return dict(state)
+    prefixes = tuple(p for t in towers for p in TOWER_PREFIXES[t])
+    return {k: v for k, v in state.items() if k.startswith(prefixes)}
+
+
+def load_clip(path: Path, device: torch.device, towers: Sequence[str]) -> tuple[torch.nn.Module, PreprocessConfig]:
+    """Build the open_clip model from a store folder and load the saved towers strictly."""
+    import open_clip
+    from safetensors.torch import load_file
+
+    with _quiet_random_init():  # weights are loaded right below; open_clip's warning would mislead operators
+        model = open_clip.create_model(f"local-dir:{path}", load_weights=False)
+    state = load_file(str(Path(path) / WEIGHTS_FILE))
+    expected = tower_state(model.state_dict(), towers)
+    missing, unexpected = set(expected) - set(state), set(state) - set(expected)
+    if missing or unexpected:
+        raise RuntimeError(f"{path}: weights do not match towers {list(towers)} "
+                           f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})")
+    model.load_state_dict(state, strict=False)  # strictness for the kept towers is checked above
+    cfg = preprocess_config(open_clip.get_model_preprocess_cfg(model))
+    return model.eval().to(device), cfg
+
+
+class _DropRandomInitWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage() and "no CLIP weights found" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_random_init():
+    root, flt = logging.getLogger(), _DropRandomInitWarning()
+    root.addFilter(flt)
+    try:
+        yield
+    finally:
+        root.removeFilter(flt)
