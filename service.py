@@ -5,25 +5,43 @@ No weights load here; each model runs in its own BentoML service under ``runners
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import math
+import uuid
+from datetime import datetime, timezone
 from typing import Any, Awaitable
 
 import anyio
 import bentoml
 import numpy as np
-from pydantic import BaseModel, Field
-from starlette.responses import Response
+from fastapi import FastAPI, Request
+from pydantic import BaseModel, Field, ValidationError
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Match
 
 from runners.aesthetic import SAVE_HINT as AESTHETIC_SAVE_HINT
 from runners.aesthetic import AestheticRunner
 from runners.species import SAVE_HINT as SPECIES_SAVE_HINT
 from runners.species import SpeciesRunner
+from runners.zero_shot import SAVE_HINT as ZERO_SHOT_SAVE_HINT
+from runners.zero_shot import ClipL14Runner, OpenClipB32Runner
 from serving import model_store
-from serving.errors import ServiceError
+from serving.errors import ServiceError, is_overload, overloaded
 from serving.imaging import PreprocessConfig, decode_image, preprocess
+from serving.jobs import COMPLETE, FAILED, Job, JobStore, JobWorker
 from serving.middleware import RawImageBodyMiddleware
-from serving.settings import settings
+from serving.settings import ZERO_SHOT_B32_NAME, ZERO_SHOT_L14_NAME, settings
+from serving.zero_shot import (
+    BatchedZeroShotJobRequest,
+    ZeroShotConfig,
+    ZeroShotJobRequest,
+    check_classes,
+    check_templates,
+    decode_data_uri,
+    probabilities,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +74,45 @@ class ScoreResponse(BaseModel):
     model: ScoreModelInfo
 
 
+class JobAccepted(BaseModel):
+    id: str = Field(description="Job id to poll")
+    status: str = Field(description="'starting' when accepted")
+
+
+class ZeroShotResult(BaseModel):
+    probabilities: list[float] | list[list[float]] = Field(
+        description="One probability per class in the given order (a list per image for batched jobs)")
+
+
+class JobStatus(BaseModel):
+    id: str
+    model: str
+    status: str = Field(description="starting | running | complete | failed")
+    created_at: str
+    result: ZeroShotResult | None = Field(default=None, description="Only when complete")
+    error: str | None = Field(default=None, description="Only when failed")
+    expires_at: str | None = Field(default=None, description="When a finished job stops being readable")
+
+
+ZERO_SHOT_MODELS = {ZERO_SHOT_L14_NAME: settings.zero_shot_l14_model, ZERO_SHOT_B32_NAME: settings.zero_shot_b32_model}
+TASK = "/tasks/zero-shot-image-classification"
+api = FastAPI(title="Zero-shot image classification jobs")
+
+
+def _iso(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat() if ts is not None else None
+
+
+def job_status(job: Job) -> JobStatus:
+    """The public view of a job: result only when complete, error only when failed."""
+    return JobStatus(
+        id=job.id, model=job.model, status=job.status, created_at=_iso(job.created_at),
+        result=ZeroShotResult(**job.result) if job.status == COMPLETE else None,
+        error=job.error if job.status == FAILED else None,
+        expires_at=_iso(job.expires_at),
+    )
+
+
 def parse_top_k(raw: str | None) -> int:
     """The ``top_k`` query parameter: an integer 1..10, default 3."""
     if raw is None:
@@ -83,14 +140,19 @@ def _model_headers(ctx: bentoml.Context, info: ModelInfo) -> None:
 
 
 @bentoml.service(name="VisionGateway", workers=settings.gateway_workers, traffic={"timeout": 120})
+@bentoml.asgi_app(api, path="/api")
 class Gateway:
-    """Public API: POST /classify and POST /score (raw image bodies)."""
+    """Public API: POST /classify and /score (raw image bodies), zero-shot classification as jobs."""
 
     species = bentoml.depends(SpeciesRunner)
     aesthetic = bentoml.depends(AestheticRunner)
+    zero_shot_l14 = bentoml.depends(ClipL14Runner)
+    zero_shot_b32 = bentoml.depends(OpenClipB32Runner)
     # Read for preprocessing configs only; the runners load the weights.
     species_model = bentoml.models.BentoModel(settings.species_model)
     aesthetic_clip_model = bentoml.models.BentoModel(settings.aesthetic_clip_model)
+    zero_shot_l14_model = bentoml.models.BentoModel(settings.zero_shot_l14_model)
+    zero_shot_b32_model = bentoml.models.BentoModel(settings.zero_shot_b32_model)
 
     def __init__(self) -> None:
         species = model_store.require(settings.species_model, SPECIES_SAVE_HINT)
@@ -100,6 +162,143 @@ class Gateway:
         self.species_info = ModelInfo(**model_store.describe(species))
         self.aesthetic_cfg = PreprocessConfig.model_validate(clip.info.metadata["preprocess"])
         self.aesthetic_info = ScoreModelInfo(**model_store.describe(clip), head=str(head.tag))
+        self.zero_shot_entries = {name: model_store.require(tag, ZERO_SHOT_SAVE_HINT) for name, tag in ZERO_SHOT_MODELS.items()}
+        self.jobs = JobStore(settings.job_store_path, settings.job_retention_s, settings.job_lease_s)
+        self.jobs.init()
+        self.worker: JobWorker | None = None
+
+    def _zero_shot_runner(self, model: str) -> Any:
+        return {ZERO_SHOT_L14_NAME: self.zero_shot_l14, ZERO_SHOT_B32_NAME: self.zero_shot_b32}[model]
+
+    @bentoml.on_startup
+    async def start_job_worker(self) -> None:
+        """Run queued and interrupted jobs in the background of every gateway worker."""
+        self.worker = JobWorker(self.jobs, self._execute_job, concurrency=settings.job_concurrency,
+                                max_attempts=settings.job_max_attempts, ready=self._zero_shot_ready)
+        self.worker.start()
+
+    @bentoml.on_shutdown
+    async def stop_job_worker(self) -> None:
+        if self.worker:
+            await self.worker.stop()
+
+    async def _zero_shot_ready(self) -> None:
+        """Wait until both zero-shot runners answer, so start-up does not burn job attempts."""
+        for name in ZERO_SHOT_MODELS:
+            while True:
+                try:
+                    await self._zero_shot_runner(name).to_async.info()
+                    break
+                except Exception:
+                    await asyncio.sleep(1)
+
+    def _check_model(self, model: str) -> None:
+        if model not in ZERO_SHOT_MODELS:
+            raise ServiceError(404, "unknown_model",
+                               f"No zero-shot model {model[:100]!r}; available: {', '.join(ZERO_SHOT_MODELS)}.")
+
+    async def _zero_shot_inputs(self, model: str, images: list[str], classes: list[str],
+                                config: ZeroShotConfig) -> tuple[np.ndarray, list[str], list[str]]:
+        """Validate a zero-shot request and preprocess its images: (uint8 pixels (N, H, W, 3), classes, templates)."""
+        self._check_model(model)
+        classes, templates = check_classes(classes), check_templates(config.templates)
+        if not 1 <= len(images) <= settings.zero_shot_max_batch_images:
+            raise ServiceError(400, "invalid_images",
+                               f"Give 1 to {settings.zero_shot_max_batch_images} images; got {len(images)}.")
+        cfg = PreprocessConfig.model_validate(self.zero_shot_entries[model].info.metadata["preprocess"])
+        decoded = [decode_data_uri(uri) for uri in images]
+
+        def prepare() -> np.ndarray:
+            return np.stack([preprocess(decode_image(data, settings.max_image_pixels), cfg) for data in decoded])
+
+        return await anyio.to_thread.run_sync(prepare), classes, templates
+
+    async def _infer_zero_shot(self, model: str, pixels: np.ndarray, classes: list[str],
+                               templates: list[str]) -> np.ndarray:
+        """Probabilities ``(N, C)`` from the runner's image and (cached) class embeddings."""
+        runner = self._zero_shot_runner(model)
+        images = await asyncio.gather(*(runner.to_async.embed_images(p[None]) for p in pixels))
+        texts = await runner.to_async.class_embeddings(classes=classes, templates=templates)
+        scale = float(self.zero_shot_entries[model].info.metadata["logit_scale"])
+        return probabilities(np.concatenate(images), np.asarray(texts), scale)
+
+    async def _execute_job(self, job: Job, pixels: np.ndarray) -> dict[str, Any]:
+        probs = await self._infer_zero_shot(job.model, pixels, job.classes, job.templates)
+        return {"probabilities": probs.tolist() if job.batched else probs[0].tolist()}
+
+    async def _submit(self, model: str, images: list[str], classes: list[str], config: ZeroShotConfig,
+                      batched: bool) -> JobAccepted:
+        pixels, classes, templates = await self._zero_shot_inputs(model, images, classes, config)
+        job = await anyio.to_thread.run_sync(lambda: self.jobs.submit(model, batched, pixels, classes, templates))
+        if self.worker:
+            self.worker.notify()
+        return JobAccepted(id=job.id, status=job.status)
+
+    async def _status(self, job_id: str) -> JobStatus:
+        try:
+            uuid.UUID(job_id)
+        except ValueError:
+            raise ServiceError(404, "unknown_job", "Job ids are UUIDs as returned on submission.") from None
+        job = await anyio.to_thread.run_sync(self.jobs.get, job_id)
+        if job is None:
+            raise ServiceError(404, "unknown_job", f"No job {job_id}; it never existed or its retention has passed.")
+        return job_status(job)
+
+    async def _models(self) -> dict[str, list[dict[str, Any]]]:
+        """Each zero-shot model with its store entry and, when its runner answers, its text-cache counters."""
+        models = []
+        for name, entry in self.zero_shot_entries.items():
+            item = {"id": name, **model_store.describe(entry), "architecture": entry.info.metadata["architecture"],
+                    "pretrained": entry.info.metadata["pretrained"]}
+            try:
+                item["text_cache"] = (await self._zero_shot_runner(name).to_async.info())["cache"]
+            except Exception:
+                logger.warning("%s runner did not answer info()", name)
+            models.append(item)
+        return {"models": models}
+
+    # REST routes (mounted under /api) ----------------------------------------------------------------------------
+
+    @api.post(TASK + "/{model}/jobs", status_code=202, response_model=JobAccepted)
+    async def rest_submit_job(self, model: str, request: Request) -> Response:
+        """Submit one image: {"image": data URI, "classes": [...], "config": {"templates": [...]}}."""
+        return await self._rest(lambda body: self._submit(model, [body.image], body.classes, body.config, False),
+                                request, ZeroShotJobRequest, model, status=202)
+
+    @api.post(TASK + "/{model}/batched/jobs", status_code=202, response_model=JobAccepted)
+    async def rest_submit_batched_job(self, model: str, request: Request) -> Response:
+        """Submit several images sharing classes and config: {"image": [data URIs], ...}."""
+        return await self._rest(lambda body: self._submit(model, body.image, body.classes, body.config, True),
+                                request, BatchedZeroShotJobRequest, model, status=202)
+
+    @api.get(TASK + "/jobs/{job_id}", response_model=JobStatus)
+    async def rest_job(self, job_id: str) -> Response:
+        """A job's status, with its result once complete; readable until its retention passes."""
+        try:
+            return JSONResponse((await self._status(job_id)).model_dump(mode="json", exclude_none=True))
+        except ServiceError as err:
+            return err.to_response()
+
+    @api.get(TASK + "/models")
+    async def rest_models(self) -> dict[str, list[dict[str, Any]]]:
+        """The zero-shot models this server runs."""
+        return await self._models()
+
+    async def _rest(self, submit, request: Request, schema: type[BaseModel], model: str, status: int) -> Response:
+        try:
+            self._check_model(model)
+            try:
+                body = schema.model_validate(json.loads(await request.body()))
+            except json.JSONDecodeError as exc:
+                raise ServiceError(400, "invalid_json", f"The body is not valid JSON: {exc.msg} at character {exc.pos}.")
+            except ValidationError as exc:
+                first = exc.errors(include_url=False)[0]
+                where = ".".join(str(p) for p in first["loc"]) or "body"
+                raise ServiceError(400, "invalid_request", f"{where}: {first['msg']} ({exc.error_count()} error(s)).")
+            accepted = await submit(body)
+        except ServiceError as err:
+            return err.to_response()
+        return JSONResponse(accepted.model_dump(), status_code=status)
 
     @staticmethod
     async def _pixels(image: bytes, ctx: bentoml.Context, cfg: PreprocessConfig) -> np.ndarray:
@@ -113,7 +312,9 @@ class Gateway:
         """Await a runner call; any failure becomes a 503 that names no internals."""
         try:
             return await call
-        except Exception:
+        except Exception as exc:
+            if is_overload(exc):
+                raise overloaded(model) from None
             logger.exception("%s runner failed", model)
             raise ServiceError(503, "inference_failed", f"The {model} model failed; retry shortly.") from None
 
@@ -150,5 +351,62 @@ class Gateway:
         _model_headers(ctx, self.aesthetic_info)
         return ScoreResponse(score=min(max(raw, SCORE_RANGE[0]), SCORE_RANGE[1]), raw=raw, model=self.aesthetic_info)
 
+
+    # BentoML-native zero-shot APIs (for bentoml.SyncHTTPClient / AsyncHTTPClient) -----------------------------------
+
+    @bentoml.api
+    async def zero_shot(self, model: str, image: str, classes: list[str], config: ZeroShotConfig | None = None,
+                        ctx: bentoml.Context = None) -> ZeroShotResult:
+        """Probabilities for one image (data URI) right away, without a job."""
+        try:
+            pixels, classes, templates = await self._zero_shot_inputs(model, [image], classes, config or ZeroShotConfig())
+            probs = await self._run(self._infer_zero_shot(model, pixels, classes, templates), "zero-shot")
+        except ServiceError as err:
+            return _fail(ctx, err)
+        return ZeroShotResult(probabilities=probs[0].tolist())
+
+    @bentoml.api
+    async def submit_zero_shot(self, model: str, image: str, classes: list[str], config: ZeroShotConfig | None = None,
+                               ctx: bentoml.Context = None) -> JobAccepted:
+        """Submit a zero-shot job for one image (data URI); poll it with ``zero_shot_job``."""
+        try:
+            return await self._submit(model, [image], classes, config or ZeroShotConfig(), batched=False)
+        except ServiceError as err:
+            return _fail(ctx, err)
+
+    @bentoml.api
+    async def submit_zero_shot_batch(self, model: str, images: list[str], classes: list[str],
+                                     config: ZeroShotConfig | None = None, ctx: bentoml.Context = None) -> JobAccepted:
+        """Submit one job for several images sharing classes and config."""
+        try:
+            return await self._submit(model, images, classes, config or ZeroShotConfig(), batched=True)
+        except ServiceError as err:
+            return _fail(ctx, err)
+
+    @bentoml.api
+    async def zero_shot_job(self, id: str, ctx: bentoml.Context = None) -> JobStatus:  # noqa: A002
+        """A job's status, and its result once complete."""
+        try:
+            return JSONResponse((await self._status(id)).model_dump(mode="json", exclude_none=True))
+        except ServiceError as err:
+            return _fail(ctx, err)
+
+    @bentoml.api
+    async def zero_shot_models(self) -> dict[str, list[dict[str, Any]]]:
+        """The zero-shot models this server runs."""
+        return await self._models()
+
+
+async def _no_route(request: Request) -> Response:
+    """Unmatched paths and methods under /api answer in the service's JSON error shape."""
+    wrong_method = any(r.matches(request.scope)[0] == Match.PARTIAL for r in api.routes if r is not NO_ROUTE)
+    status, error = (405, "method_not_allowed") if wrong_method else (404, "not_found")
+    return JSONResponse({"error": error, "detail": f"No route {request.method} {request.url.path}; see /docs."},
+                        status_code=status)
+
+
+# Added after the class so BentoML's route rewrite keeps it last; BentoML routes into /api only on a match.
+api.add_api_route("/{path:path}", _no_route, methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+NO_ROUTE = api.routes[-1]
 
 Gateway.add_asgi_middleware(RawImageBodyMiddleware, routes=("/classify", "/score"))

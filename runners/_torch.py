@@ -22,6 +22,21 @@ def service_resources() -> dict[str, Any]:
     return {"gpu": 1} if gpu_available() else {"cpu": "1"}
 
 
+def runner_config() -> dict[str, Any]:
+    """``@bentoml.service`` options shared by every model runner.
+
+    ``runner_connection``: BentoML 1.4 recycles a caller's connection session after 100 requests or 300 s and
+    closes the old one while requests are still in flight on it, which fails them under load; the runners are
+    local, so the session is never recycled.
+    """
+    return {
+        "resources": service_resources(),
+        "workers": 1,
+        "traffic": {"timeout": 120},
+        "runner_connection": {"max_requests": 2**62, "max_age": 1e12},
+    }
+
+
 def pick_device(setting: str = "auto") -> torch.device:
     """``auto`` picks CUDA when present; ``cpu``/``cuda`` force one."""
     if setting == "auto":

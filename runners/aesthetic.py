@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from runners._clip import load_clip
-from runners._torch import autocast, pick_device, service_resources, to_normalised
+from runners._torch import autocast, pick_device, runner_config, to_normalised
 from serving import model_store
 from serving.settings import settings
 
@@ -47,7 +47,7 @@ def load_aesthetic(clip_path: Path, head_path: Path, device: torch.device):
     return clip, head, cfg
 
 
-@bentoml.service(name="AestheticRunner", resources=service_resources(), workers=1, traffic={"timeout": 120})
+@bentoml.service(name="AestheticRunner", **runner_config())
 class AestheticRunner:
     """Batched CLIP image embeddings and LAION aesthetic scores."""
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 
-from runners._torch import autocast, pick_device, service_resources, to_normalised
+from runners._torch import autocast, pick_device, runner_config, to_normalised
 from serving import model_store
 from serving.imaging import PreprocessConfig
 from serving.settings import settings
@@ -52,7 +52,7 @@ def preprocess_batch(images: np.ndarray, cfg: PreprocessConfig, device: torch.de
     return to_normalised(images, cfg.mean, cfg.std, device)
 
 
-@bentoml.service(name="SpeciesRunner", resources=service_resources(), workers=1, traffic={"timeout": 120})
+@bentoml.service(name="SpeciesRunner", **runner_config())
 class SpeciesRunner:
     """Batched top-k species classification."""
 

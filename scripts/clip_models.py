@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +17,11 @@ from pathlib import Path
 import bentoml
 
 from runners._clip import CONFIG_FILE, WEIGHTS_FILE, preprocess_config, tower_state
+from runners.zero_shot import VOCAB_FILE
 from scripts import hub
 from serving import model_store
 from serving.model_store import DEV, RELEASE, SaveError
-from serving.settings import AESTHETIC_CLIP_NAME
+from serving.settings import AESTHETIC_CLIP_NAME, ZERO_SHOT_B32_NAME, ZERO_SHOT_L14_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +46,11 @@ class ClipSpec:
 
 
 AESTHETIC_CLIP = ClipSpec(AESTHETIC_CLIP_NAME, "ViT-B-16", "openai", "MIT (OpenAI CLIP)", ("visual",))
+ZERO_SHOT_CLIPS = {
+    ZERO_SHOT_L14_NAME: ClipSpec(ZERO_SHOT_L14_NAME, "ViT-L-14", "openai", "MIT (OpenAI CLIP)", ("visual", "text")),
+    ZERO_SHOT_B32_NAME: ClipSpec(ZERO_SHOT_B32_NAME, "ViT-B-32", "laion2b_s34b_b79k", "MIT (OpenCLIP, LAION-2B)",
+                                 ("visual", "text")),
+}
 
 
 def registry_config(spec: ClipSpec, dev: bool = False) -> dict:
@@ -100,6 +107,8 @@ def register_clip_folder(folder: Path, spec: ClipSpec, *, version: str, variant:
     except (RuntimeError, ValueError, KeyError, OSError) as exc:
         raise SaveError(f"Cannot load an open_clip model from {folder}: {str(exc).splitlines()[0][:300]}") from None
     config = json.loads((folder / CONFIG_FILE).read_text())
+    if "text" in spec.towers and config["model_cfg"].get("text_cfg", {}).get("hf_tokenizer_name"):
+        raise SaveError(f"{spec.arch} uses a Hugging Face tokenizer; only open_clip's CLIP BPE tokenizer is supported.")
     preprocess = preprocess_config(open_clip.get_model_preprocess_cfg(model))
     labels = {"variant": variant, "task": "clip-" + "+".join(spec.towers), "framework": "open_clip"}
     with bentoml.models.create(f"{spec.name}:{version}", labels=labels, module="open_clip") as entry:
@@ -107,6 +116,10 @@ def register_clip_folder(folder: Path, spec: ClipSpec, *, version: str, variant:
         (out / CONFIG_FILE).write_text(json.dumps(config, indent=2))
         state = tower_state(model.state_dict(), spec.towers)
         save_file({k: v.contiguous() for k, v in state.items()}, str(out / WEIGHTS_FILE))
+        if "text" in spec.towers:  # the tokenizer travels with the weights
+            from open_clip.tokenizer import default_bpe
+
+            shutil.copyfile(default_bpe(), out / VOCAB_FILE)
         entry.info.metadata.update({
             "architecture": spec.arch,
             "pretrained": spec.tag,
@@ -118,6 +131,9 @@ def register_clip_folder(folder: Path, spec: ClipSpec, *, version: str, variant:
             "licence": licence,
             "sha256": model_store.sha256_file(out / WEIGHTS_FILE),
             "weights": WEIGHTS_FILE,
+            **({"tokenizer": {"type": "open_clip SimpleTokenizer (CLIP BPE)", "vocab": VOCAB_FILE,
+                              "context_length": config["model_cfg"]["text_cfg"]["context_length"]},
+                "logit_scale": float(model.logit_scale.exp().item())} if "text" in spec.towers else {}),
         })
     logger.info("Registered %s (%s, %s %s, towers %s)", entry.tag, variant, spec.arch, spec.tag, list(spec.towers))
     return bentoml.models.get(entry.tag)

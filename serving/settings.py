@@ -8,6 +8,8 @@ from dataclasses import dataclass
 SPECIES_MODEL_NAME = "eva02-inat21"
 AESTHETIC_CLIP_NAME = "clip-vit-b16-openai"
 AESTHETIC_HEAD_NAME = "laion-aesthetic-vit-b16"
+ZERO_SHOT_L14_NAME = "clip-vit-large-patch14"
+ZERO_SHOT_B32_NAME = "open-clip-vit-b32"
 
 
 def _int(name: str, default: int) -> int:
@@ -31,6 +33,21 @@ class Settings:
     aesthetic_head_model: str  # AESTHETIC_HEAD_MODEL: store tag of the LAION head
     aesthetic_max_batch_size: int  # AESTHETIC_MAX_BATCH_SIZE
     aesthetic_max_latency_ms: int  # AESTHETIC_MAX_LATENCY_MS
+    zero_shot_l14_model: str  # ZERO_SHOT_L14_MODEL: store tag of CLIP ViT-L/14 (both towers)
+    zero_shot_b32_model: str  # ZERO_SHOT_B32_MODEL: store tag of OpenCLIP ViT-B/32 (both towers)
+    zero_shot_max_batch_size: int  # ZERO_SHOT_MAX_BATCH_SIZE: images (or prompts) per forward pass
+    zero_shot_max_latency_ms: int  # ZERO_SHOT_MAX_LATENCY_MS
+    zero_shot_text_cache: int  # ZERO_SHOT_TEXT_CACHE: class embeddings kept per model (LRU)
+    zero_shot_max_classes: int  # ZERO_SHOT_MAX_CLASSES: classes per request
+    zero_shot_max_class_chars: int  # ZERO_SHOT_MAX_CLASS_CHARS: characters per class name
+    zero_shot_max_templates: int  # ZERO_SHOT_MAX_TEMPLATES: prompt templates per request
+    zero_shot_max_batch_images: int  # ZERO_SHOT_MAX_BATCH_IMAGES: images per batched job
+    max_data_uri_bytes: int  # MAX_DATA_URI_BYTES: length of one image data URI
+    job_store_path: str  # JOB_STORE_PATH: SQLite file shared by all gateway workers
+    job_retention_s: int  # JOB_RETENTION_S: finished jobs stay readable this long
+    job_concurrency: int  # JOB_CONCURRENCY: jobs each gateway worker runs at once
+    job_lease_s: int  # JOB_LEASE_S: a running job whose worker stops renewing this long is resumed elsewhere
+    job_max_attempts: int  # JOB_MAX_ATTEMPTS: tries before a job is marked failed
     max_image_pixels: int  # MAX_IMAGE_PIXELS: decoded width*height above this is refused (413)
     gateway_workers: int  # GATEWAY_WORKERS: CPU processes decoding images
     device: str  # DEVICE: "auto", "cpu" or "cuda"
@@ -40,11 +57,26 @@ class Settings:
         return cls(
             species_model=os.environ.get("SPECIES_MODEL", f"{SPECIES_MODEL_NAME}:latest"),
             species_max_batch_size=_int("SPECIES_MAX_BATCH_SIZE", 32),
-            species_max_latency_ms=_int("SPECIES_MAX_LATENCY_MS", 1000),
+            species_max_latency_ms=_int("SPECIES_MAX_LATENCY_MS", 10_000),
             aesthetic_clip_model=os.environ.get("AESTHETIC_CLIP_MODEL", f"{AESTHETIC_CLIP_NAME}:latest"),
             aesthetic_head_model=os.environ.get("AESTHETIC_HEAD_MODEL", f"{AESTHETIC_HEAD_NAME}:latest"),
             aesthetic_max_batch_size=_int("AESTHETIC_MAX_BATCH_SIZE", 64),
-            aesthetic_max_latency_ms=_int("AESTHETIC_MAX_LATENCY_MS", 1000),
+            aesthetic_max_latency_ms=_int("AESTHETIC_MAX_LATENCY_MS", 10_000),
+            zero_shot_l14_model=os.environ.get("ZERO_SHOT_L14_MODEL", f"{ZERO_SHOT_L14_NAME}:latest"),
+            zero_shot_b32_model=os.environ.get("ZERO_SHOT_B32_MODEL", f"{ZERO_SHOT_B32_NAME}:latest"),
+            zero_shot_max_batch_size=_int("ZERO_SHOT_MAX_BATCH_SIZE", 64),
+            zero_shot_max_latency_ms=_int("ZERO_SHOT_MAX_LATENCY_MS", 10_000),
+            zero_shot_text_cache=_int("ZERO_SHOT_TEXT_CACHE", 8192),
+            zero_shot_max_classes=_int("ZERO_SHOT_MAX_CLASSES", 256),
+            zero_shot_max_class_chars=_int("ZERO_SHOT_MAX_CLASS_CHARS", 200),
+            zero_shot_max_templates=_int("ZERO_SHOT_MAX_TEMPLATES", 32),
+            zero_shot_max_batch_images=_int("ZERO_SHOT_MAX_BATCH_IMAGES", 32),
+            max_data_uri_bytes=_int("MAX_DATA_URI_BYTES", 20_000_000),
+            job_store_path=os.environ.get("JOB_STORE_PATH", "var/jobs.sqlite"),
+            job_retention_s=_int("JOB_RETENTION_S", 86_400),
+            job_concurrency=_int("JOB_CONCURRENCY", 64),
+            job_lease_s=_int("JOB_LEASE_S", 15),
+            job_max_attempts=_int("JOB_MAX_ATTEMPTS", 5),
             max_image_pixels=_int("MAX_IMAGE_PIXELS", 50_000_000),
             gateway_workers=_int("GATEWAY_WORKERS", 1),
             device=os.environ.get("DEVICE", "auto"),

@@ -12,6 +12,9 @@ os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="bentoml-test-home-")
 os.environ["SPECIES_MODEL"] = "eva02-inat21:dev"
 os.environ["AESTHETIC_CLIP_MODEL"] = "clip-vit-b16-openai:dev"
 os.environ["AESTHETIC_HEAD_MODEL"] = "laion-aesthetic-vit-b16:8ad3923d7ecf"  # the published head's sha256[:12]
+os.environ["ZERO_SHOT_L14_MODEL"] = "clip-vit-large-patch14:dev"
+os.environ["ZERO_SHOT_B32_MODEL"] = "open-clip-vit-b32:dev"
+os.environ["JOB_STORE_PATH"] = str(Path(os.environ["BENTOML_HOME"]) / "jobs" / "jobs.sqlite")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import numpy as np  # noqa: E402
@@ -65,6 +68,14 @@ def aesthetic_models(laion_head):
     from scripts.clip_models import AESTHETIC_CLIP, save_clip
 
     return save_clip(AESTHETIC_CLIP, dev=True), save_head(laion_head)
+
+
+@pytest.fixture(scope="session")
+def zero_shot_models() -> dict:
+    """Both dev zero-shot CLIPs (image and text towers) in the test store, by API model id."""
+    from scripts.clip_models import ZERO_SHOT_CLIPS, save_clip
+
+    return {name: save_clip(spec, dev=True) for name, spec in ZERO_SHOT_CLIPS.items()}
 
 
 @pytest.fixture(scope="session")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from tests.conftest import ROOT
@@ -35,6 +36,14 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def own_home(folder: Path) -> str:
+    """A BENTOML_HOME sharing the test model store. Each `bentoml serve` wipes its home's Prometheus folder, so
+    servers that run side by side need homes of their own to keep their /metrics."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "models").symlink_to(Path(os.environ["BENTOML_HOME"]) / "models")
+    return str(folder)
 
 
 def start_server(log: Path, env: dict[str, str] | None = None, timeout: float = 180) -> Server:
@@ -60,15 +69,39 @@ def start_server(log: Path, env: dict[str, str] | None = None, timeout: float = 
     raise RuntimeError(f"bentoml serve not ready after {timeout}s:\n{server.log_tail()}")
 
 
+def process_tree(server: Server) -> list[psutil.Process]:
+    """The CLI process and every worker it started (BentoML starts each worker in a session of its own)."""
+    try:
+        root = psutil.Process(server.proc.pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def kill_server(server: Server) -> None:
+    """SIGKILL every process of the server at once: a crash of the whole machine's service."""
+    procs = process_tree(server)
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(procs, timeout=30)
+    server.proc.wait()
+
+
 def stop_server(server: Server) -> None:
-    """SIGTERM the whole process group, then SIGKILL what is left."""
+    """SIGTERM the CLI (BentoML stops its workers), then SIGKILL whatever is left."""
+    procs = process_tree(server)
     if server.proc.poll() is None:
-        os.killpg(server.proc.pid, signal.SIGTERM)
+        server.proc.terminate()
         try:
             server.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(server.proc.pid, signal.SIGKILL)
-            server.proc.wait()
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=10)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    server.proc.wait()
 
 
 def burst(server: Server, path: str, body: bytes, n: int) -> list[httpx.Response]:
@@ -97,7 +130,7 @@ def batch_histogram(server: Server, service: str) -> tuple[float, float, float]:
 
 
 @pytest.fixture(scope="session")
-def server(species_dev_model, aesthetic_models, tmp_path_factory) -> Server:
+def server(species_dev_model, aesthetic_models, zero_shot_models, tmp_path_factory) -> Server:
     srv = start_server(tmp_path_factory.mktemp("serve") / "bentoml.log")
     yield srv
     stop_server(srv)

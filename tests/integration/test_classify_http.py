@@ -89,3 +89,9 @@ def test_concurrent_requests_are_batched(server, jpeg: bytes, label_names) -> No
 def test_dev_model_is_announced_at_startup(server) -> None:
     log = server.log.read_text(errors="replace")
     assert "Serving DEV model eva02-inat21:dev" in log
+
+
+def test_a_burst_past_the_connection_recycle_point_all_succeeds(server, jpeg: bytes) -> None:
+    # BentoML recycles runner connections every 100 requests by default and fails in-flight calls when it does.
+    responses = burst(server, "/classify", jpeg, 150)
+    assert [r.status_code for r in responses] == [200] * 150

@@ -17,12 +17,16 @@ from tests.conftest import encode, photo
 class FakeSpecies:
     """Stands in for the SpeciesRunner dependency; records what it was sent."""
 
-    def __init__(self, fail: bool = False) -> None:
-        self.fail, self.batches = fail, []
+    def __init__(self, fail: bool = False, shed: bool = False) -> None:
+        self.fail, self.shed, self.batches = fail, shed, []
         self.to_async = SimpleNamespace(predict=self.predict)
 
     async def predict(self, images: np.ndarray) -> list[TopK]:
         self.batches.append(images)
+        if self.shed:
+            from bentoml.exceptions import ServiceUnavailable
+
+            raise ServiceUnavailable("process is overloaded")
         if self.fail:
             raise RuntimeError("CUDA error: device-side assert triggered at /secret/path.py")
         return [TopK(labels=[f"taxon {i}" for i in range(10)], scores=[0.5 / 2**i for i in range(10)])]
@@ -36,7 +40,7 @@ def make_ctx(query: dict | None = None, body_len: int = 1) -> SimpleNamespace:
 
 
 @pytest.fixture
-def gateway(species_dev_model, aesthetic_models):
+def gateway(species_dev_model, aesthetic_models, zero_shot_models):
     from service import Gateway
 
     gw = Gateway.inner()
@@ -84,3 +88,12 @@ def test_empty_body_is_named_as_such(gateway) -> None:
     ctx = make_ctx(body_len=0)
     response = call(gateway, b"{}", ctx)  # what BentoML hands over for an empty body
     assert response.status_code == 400 and json.loads(response.body)["error"] == "empty_body"
+
+
+def test_shed_request_is_503_overloaded_with_retry_after(gateway) -> None:
+    gateway.species = FakeSpecies(shed=True)
+    ctx = make_ctx()
+    response = call(gateway, encode(photo("coffee")), ctx)
+    assert response.status_code == ctx.response.status_code == 503
+    assert json.loads(response.body)["error"] == "overloaded"
+    assert response.headers["retry-after"] == "1"

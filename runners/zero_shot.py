@@ -1,0 +1,148 @@
+"""Zero-shot runners: CLIP image and text embeddings for caller-supplied class names.
+
+Models: OpenAI CLIP ViT-L/14 (open_clip ``ViT-L-14`` / ``openai``, MIT) as ``clip-vit-large-patch14`` and OpenCLIP
+ViT-B/32 trained on LAION-2B (open_clip ``ViT-B-32`` / ``laion2b_s34b_b79k``, MIT) as ``open-clip-vit-b32``.
+Both store entries hold both towers, the model's learned logit scale and the BPE vocabulary of its tokenizer.
+Class embeddings follow CLIP's zero-shot recipe (mean of normalised prompt embeddings, renormalised) and are
+kept in a bounded LRU keyed by (template set, class name), so repeated class lists cost no text-tower work.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Sequence
+
+import bentoml
+import numpy as np
+import torch
+
+from runners._clip import load_clip
+from runners._torch import autocast, pick_device, runner_config, to_normalised
+from serving import model_store
+from serving.imaging import PreprocessConfig
+from serving.settings import settings
+
+logger = logging.getLogger(__name__)
+
+VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
+SAVE_HINT = "python scripts/save_models.py zero-shot   (or --dev for tiny test models)"
+
+
+class LRU:
+    """A thread-safe bounded mapping that evicts the least recently used entry."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity, self.hits, self.misses = capacity, 0, 0
+        self._data: collections.OrderedDict[Any, np.ndarray] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> np.ndarray | None:
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                self.hits += 1
+                return self._data[key]
+            self.misses += 1
+            return None
+
+    def put(self, key: Any, value: np.ndarray) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.capacity:
+                self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+def load_zero_shot(path: Path, device: torch.device) -> tuple[torch.nn.Module, Any, PreprocessConfig, float]:
+    """(CLIP model, tokenizer, preprocess config, exp(logit_scale)) from a store folder with both towers."""
+    from open_clip.tokenizer import SimpleTokenizer
+
+    model, cfg = load_clip(path, device, towers=["visual", "text"])
+    tokenizer = SimpleTokenizer(bpe_path=str(Path(path) / VOCAB_FILE), context_length=model.context_length)
+    return model, tokenizer, cfg, float(model.logit_scale.exp().item())
+
+
+def prompts_for(classes: Sequence[str], templates: Sequence[str]) -> list[str]:
+    """Every template filled with every class name, class-major. ``{}`` is replaced literally, never formatted."""
+    return [t.replace("{}", c) for c in classes for t in templates]
+
+
+def make_zero_shot_runner(service_name: str, tag: str, max_batch_size: int, max_latency_ms: int) -> Any:
+    """A BentoML service for one zero-shot CLIP model (one per model, so each has its own batching)."""
+
+    @bentoml.service(name=service_name, **runner_config())
+    class ZeroShotRunner:
+        model_ref = bentoml.models.BentoModel(tag)
+
+        def __init__(self) -> None:
+            stored = model_store.require(tag, SAVE_HINT)
+            self.device = pick_device(settings.device)
+            self.model, self.tokenizer, self.cfg, self.logit_scale = load_zero_shot(Path(stored.path), self.device)
+            self.cache = LRU(settings.zero_shot_text_cache)
+            self.described = {**model_store.describe(stored), "logit_scale": self.logit_scale,
+                              "preprocess": self.cfg.model_dump(mode="json")}
+            self.embed_images(np.zeros((1, self.cfg.height, self.cfg.width, 3), np.uint8))  # warm-up
+            self._encode_texts(["a photo of a warm-up."])
+            logger.info("%s ready: %s on %s", service_name, stored.tag, self.device)
+
+        def _encode_texts(self, texts: list[str]) -> np.ndarray:
+            tokens = self.tokenizer(texts).to(self.device)
+            with torch.inference_mode(), autocast(self.device):
+                features = self.model.encode_text(tokens)
+            return torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()
+
+        @bentoml.api(batchable=True, batch_dim=0, max_batch_size=max_batch_size, max_latency_ms=max_latency_ms)
+        def embed_images(self, images: np.ndarray) -> np.ndarray:
+            """uint8 ``(N, H, W, 3)`` -> L2-normalised image embeddings ``(N, D)`` float32."""
+            with torch.inference_mode(), autocast(self.device):
+                features = self.model.encode_image(to_normalised(images, self.cfg.mean, self.cfg.std, self.device))
+            out = torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()
+            if len(out) != len(images):
+                raise RuntimeError(f"model returned {len(out)} embeddings for {len(images)} images")
+            return out
+
+        @bentoml.api(batchable=True, batch_dim=0, max_batch_size=max_batch_size, max_latency_ms=max_latency_ms)
+        def embed_texts(self, texts: list[str]) -> np.ndarray:
+            """Strings -> L2-normalised text embeddings ``(N, D)`` float32."""
+            out = self._encode_texts(list(texts))
+            if len(out) != len(texts):
+                raise RuntimeError(f"model returned {len(out)} embeddings for {len(texts)} texts")
+            return out
+
+        @bentoml.api
+        def class_embeddings(self, classes: list[str], templates: list[str]) -> np.ndarray:
+            """One L2-normalised embedding per class: the mean of its normalised prompt embeddings, renormalised."""
+            key_base = tuple(templates)
+            found = {c: self.cache.get((key_base, c)) for c in classes}
+            missing = [c for c, v in found.items() if v is None]
+            if missing:
+                prompts = self._encode_texts(prompts_for(missing, templates)).reshape(len(missing), len(templates), -1)
+                means = prompts.mean(axis=1)
+                means /= np.linalg.norm(means, axis=-1, keepdims=True)
+                for c, emb in zip(missing, means):
+                    self.cache.put((key_base, c), emb)
+                    found[c] = emb
+            return np.stack([found[c] for c in classes])
+
+        @bentoml.api
+        def info(self) -> dict[str, Any]:
+            """Store tag, variant, learned logit scale, preprocessing and text-cache counters."""
+            return {**self.described, "cache": {"size": len(self.cache), "hits": self.cache.hits,
+                                                "misses": self.cache.misses}}
+
+    return ZeroShotRunner
+
+
+ClipL14Runner = make_zero_shot_runner(
+    "ClipL14Runner", settings.zero_shot_l14_model, settings.zero_shot_max_batch_size, settings.zero_shot_max_latency_ms
+)
+OpenClipB32Runner = make_zero_shot_runner(
+    "OpenClipB32Runner", settings.zero_shot_b32_model, settings.zero_shot_max_batch_size,
+    settings.zero_shot_max_latency_ms,
+)

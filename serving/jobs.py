@@ -1,0 +1,275 @@
+"""Durable jobs: a SQLite store shared by every gateway worker, and the loop that runs its jobs.
+
+A job is written (with its preprocessed pixels) before its id is returned, so accepted work survives any crash.
+Workers claim jobs with a lease they keep renewing; a job whose worker died is claimed again once its lease
+lapses, or at once when the dead worker was a process on this host. Finished jobs keep their result for the
+retention period, however often they are read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import os
+import socket
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import anyio
+import numpy as np
+
+from serving.errors import is_overload
+
+logger = logging.getLogger(__name__)
+
+STARTING, RUNNING, COMPLETE, FAILED = "starting", "running", "complete", "failed"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, model TEXT NOT NULL, batched INTEGER NOT NULL, status TEXT NOT NULL,
+    pixels BLOB, classes TEXT NOT NULL, templates TEXT NOT NULL, result TEXT, error TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0, owner TEXT, lease_until REAL, not_before REAL NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL, expires_at REAL
+);
+CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, created_at);
+"""
+_COLUMNS = "id, model, batched, status, classes, templates, result, error, attempts, created_at, updated_at, expires_at"
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    model: str
+    batched: bool
+    status: str
+    classes: list[str]
+    templates: list[str]
+    result: Any
+    error: str | None
+    attempts: int
+    created_at: float
+    updated_at: float
+    expires_at: float | None
+
+    @classmethod
+    def from_row(cls, row: tuple) -> "Job":
+        (id_, model, batched, status, classes, templates, result, error, attempts, created, updated, expires) = row
+        return cls(id_, model, bool(batched), status, json.loads(classes), json.loads(templates),
+                   json.loads(result) if result else None, error, attempts, created, updated, expires)
+
+
+def _pack(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, pixels, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _unpack(blob: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(blob), allow_pickle=False)
+
+
+class JobStore:
+    """Jobs in one SQLite file (WAL), safe to share between processes on one host."""
+
+    def __init__(self, path: str | Path, retention_s: float, lease_s: float) -> None:
+        self.path, self.retention_s, self.lease_s = Path(path), retention_s, lease_s
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    def init(self) -> None:
+        """Create the file and schema; a RuntimeError that names the setting when the path is unusable."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._connect() as conn:
+                conn.executescript(_SCHEMA)
+                conn.execute("CREATE TABLE IF NOT EXISTS probe (x)")
+                conn.execute("DROP TABLE probe")
+        except (OSError, sqlite3.Error) as exc:
+            raise RuntimeError(f"The job store {self.path} is not usable ({exc}); set JOB_STORE_PATH to a writable "
+                               "file on a local disk with free space.") from None
+
+    def submit(self, model: str, batched: bool, pixels: np.ndarray, classes: list[str], templates: list[str]) -> Job:
+        """Persist a new job and return it; the row is durable when this returns."""
+        now, job_id = time.time(), str(uuid.uuid4())
+        with self._connect() as conn:
+            conn.execute(
+                "INSERT INTO jobs (id, model, batched, status, pixels, classes, templates, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (job_id, model, int(batched), STARTING, _pack(pixels), json.dumps(classes), json.dumps(templates),
+                 now, now),
+            )
+        return Job(job_id, model, batched, STARTING, classes, templates, None, None, 0, now, now, None)
+
+    def get(self, job_id: str) -> Job | None:
+        """The job, or None when unknown or past its retention."""
+        with self._connect() as conn:
+            row = conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ? AND (expires_at IS NULL OR expires_at > ?)",
+                               (job_id, time.time())).fetchone()
+        return Job.from_row(row) if row else None
+
+    def claim(self, owner: str, limit: int) -> list[tuple[Job, np.ndarray]]:
+        """Lease up to ``limit`` runnable jobs (queued, or running under a lapsed lease) to ``owner``."""
+        now = time.time()
+        with self._connect() as conn:
+            rows = conn.execute(
+                f"UPDATE jobs SET status = ?, owner = ?, lease_until = ?, attempts = attempts + 1, updated_at = ?"
+                f" WHERE id IN (SELECT id FROM jobs WHERE (status = ? AND not_before <= ?)"
+                f" OR (status = ? AND lease_until < ?) ORDER BY created_at LIMIT ?)"
+                f" RETURNING {_COLUMNS}, pixels",
+                (RUNNING, owner, now + self.lease_s, now, STARTING, now, RUNNING, now, limit),
+            ).fetchall()
+        return [(Job.from_row(r[:-1]), _unpack(r[-1])) for r in rows]
+
+    def renew(self, owner: str, job_ids: list[str]) -> None:
+        """Extend the leases ``owner`` holds on ``job_ids``."""
+        if job_ids:
+            with self._connect() as conn:
+                conn.execute(f"UPDATE jobs SET lease_until = ? WHERE owner = ? AND status = ? AND id IN "
+                             f"({','.join('?' * len(job_ids))})", (time.time() + self.lease_s, owner, RUNNING, *job_ids))
+
+    def finish(self, job_id: str, status: str, result: Any = None, error: str | None = None) -> None:
+        """Mark a running job complete or failed; the pixels are dropped and the retention clock starts."""
+        now = time.time()
+        with self._connect() as conn:
+            conn.execute(
+                "UPDATE jobs SET status = ?, result = ?, error = ?, pixels = NULL, owner = NULL, updated_at = ?,"
+                " expires_at = ? WHERE id = ? AND status = ?",
+                (status, json.dumps(result) if result is not None else None, error, now, now + self.retention_s,
+                 job_id, RUNNING),
+            )
+
+    def retry_later(self, job_id: str, error: str, delay_s: float, count_attempt: bool = True) -> None:
+        """Put a running job back in the queue after ``delay_s``; an uncounted retry gives the attempt back."""
+        now = time.time()
+        with self._connect() as conn:
+            conn.execute("UPDATE jobs SET status = ?, owner = NULL, error = ?, not_before = ?, updated_at = ?,"
+                         " attempts = attempts - ? WHERE id = ? AND status = ?",
+                         (STARTING, error, now + delay_s, now, 0 if count_attempt else 1, job_id, RUNNING))
+
+    def release_dead_local_owners(self, host: str) -> int:
+        """Requeue running jobs whose owner was a process on ``host`` that no longer exists."""
+        with self._connect() as conn:
+            owners = [o for (o,) in conn.execute("SELECT DISTINCT owner FROM jobs WHERE status = ?", (RUNNING,))]
+            dead = [o for o in owners if o and o.rsplit(":", 2)[0] == host and not _pid_alive(int(o.rsplit(":", 2)[1]))]
+            for owner in dead:
+                conn.execute("UPDATE jobs SET status = ?, owner = NULL WHERE owner = ? AND status = ?",
+                             (STARTING, owner, RUNNING))
+        return len(dead)
+
+    def purge_expired(self) -> int:
+        with self._connect() as conn:
+            return conn.execute("DELETE FROM jobs WHERE expires_at IS NOT NULL AND expires_at <= ?",
+                                (time.time(),)).rowcount
+
+    def counts(self) -> dict[str, int]:
+        with self._connect() as conn:
+            return dict(conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall())
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class JobWorker:
+    """Claims jobs from the store and runs them concurrently with ``execute``; one per gateway worker process."""
+
+    def __init__(self, store: JobStore, execute: Callable[[Job, np.ndarray], Awaitable[Any]], *, concurrency: int,
+                 max_attempts: int, ready: Callable[[], Awaitable[None]], poll_s: float = 0.25) -> None:
+        self.store, self.execute, self.ready = store, execute, ready
+        self.concurrency, self.max_attempts, self.poll_s = concurrency, max_attempts, poll_s
+        self.host = socket.gethostname()
+        self.owner = f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.active: dict[str, asyncio.Task] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    def notify(self) -> None:
+        """A job was submitted: look for work now rather than at the next poll."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+        for task in self.active.values():
+            task.cancel()
+
+    async def _loop(self) -> None:
+        await self.ready()
+        released = await anyio.to_thread.run_sync(self.store.release_dead_local_owners, self.host)
+        if released:
+            logger.info("Resuming the jobs of %d stopped worker(s)", released)
+        last_renew = last_purge = time.monotonic()
+        while True:
+            try:
+                free = self.concurrency - len(self.active)
+                claimed = await anyio.to_thread.run_sync(self.store.claim, self.owner, free) if free > 0 else []
+                for job, pixels in claimed:
+                    self.active[job.id] = asyncio.create_task(self._run(job, pixels))
+                now = time.monotonic()
+                if now - last_renew > self.store.lease_s / 3:
+                    await anyio.to_thread.run_sync(self.store.renew, self.owner, list(self.active))
+                    last_renew = now
+                if now - last_purge > 60:
+                    await anyio.to_thread.run_sync(self.store.purge_expired)
+                    await anyio.to_thread.run_sync(self.store.release_dead_local_owners, self.host)
+                    last_purge = now
+                if not claimed:
+                    self._wake.clear()
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), self.poll_s)
+                    except asyncio.TimeoutError:
+                        pass
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("job loop error; retrying")
+                await asyncio.sleep(1)
+
+    async def _run(self, job: Job, pixels: np.ndarray) -> None:
+        try:
+            if job.attempts > self.max_attempts:
+                raise _GiveUp
+            result = await self.execute(job, pixels)
+            await anyio.to_thread.run_sync(lambda: self.store.finish(job.id, COMPLETE, result=result))
+        except asyncio.CancelledError:
+            raise
+        except _GiveUp:
+            msg = f"Inference failed {self.max_attempts} times; the job was given up."
+            await anyio.to_thread.run_sync(lambda: self.store.finish(job.id, FAILED, error=msg))
+        except Exception as exc:
+            if is_overload(exc):  # shed by a busy runner: wait, and keep the attempt
+                await anyio.to_thread.run_sync(
+                    lambda: self.store.retry_later(job.id, "runner at capacity", 1.0, count_attempt=False))
+                return
+            logger.exception("job %s attempt %d failed", job.id, job.attempts)
+            if job.attempts >= self.max_attempts:
+                msg = f"Inference failed after {job.attempts} attempts ({type(exc).__name__})."
+                await anyio.to_thread.run_sync(lambda: self.store.finish(job.id, FAILED, error=msg))
+            else:
+                msg, delay = f"attempt {job.attempts} failed ({type(exc).__name__}); retrying", 2.0 ** job.attempts
+                await anyio.to_thread.run_sync(lambda: self.store.retry_later(job.id, msg, delay))
+        finally:
+            self.active.pop(job.id, None)
+
+
+class _GiveUp(Exception):
+    """A job claimed more often than allowed (e.g. it crashed its workers each time)."""

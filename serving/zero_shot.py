@@ -1,0 +1,105 @@
+"""Zero-shot requests: validation of data URIs, class lists and templates, and the probability maths."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from serving.errors import ServiceError
+from serving.settings import settings
+
+DEFAULT_TEMPLATES = ("a photo of a {}.",)
+_DATA_URI = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*);base64,", re.I)
+
+
+class ZeroShotConfig(BaseModel):
+    """Options shared by all images of a request."""
+
+    model_config = ConfigDict(extra="forbid")
+    templates: list[str] | None = Field(
+        default=None, description='Prompt templates, each with one "{}" for the class name; default ["a photo of a {}."]'
+    )
+
+
+class ZeroShotJobRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    image: str = Field(description="The image as a data URI: data:image/jpeg;base64,...")
+    classes: list[str] = Field(description="Class names, in the order the probabilities come back")
+    config: ZeroShotConfig = Field(default_factory=ZeroShotConfig)
+
+
+class BatchedZeroShotJobRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    image: list[str] = Field(description="Images as data URIs; one probability list per image")
+    classes: list[str]
+    config: ZeroShotConfig = Field(default_factory=ZeroShotConfig)
+
+
+def decode_data_uri(uri: str, max_bytes: int | None = None) -> bytes:
+    """The bytes inside a base64 ``data:`` URI. Raises 400 for malformed input, 413 when too long."""
+    max_bytes = settings.max_data_uri_bytes if max_bytes is None else max_bytes
+    if len(uri) > max_bytes:
+        raise ServiceError(413, "payload_too_large", f"An image data URI is {len(uri)} characters; the limit is {max_bytes}.")
+    match = _DATA_URI.match(uri)
+    if not match:
+        raise ServiceError(400, "invalid_data_uri",
+                           'Images must be base64 data URIs like "data:image/jpeg;base64,/9j/4AAQ..."')
+    try:
+        data = base64.b64decode(uri[match.end():], validate=True)
+    except (binascii.Error, ValueError):
+        raise ServiceError(400, "invalid_data_uri", "The data URI's payload is not valid base64.") from None
+    if not data:
+        raise ServiceError(400, "invalid_data_uri", "The data URI holds no bytes.")
+    return data
+
+
+def check_classes(classes: Sequence[str]) -> list[str]:
+    """Non-empty, unique, bounded class names, returned as given (order is the answer's order)."""
+    limit, chars = settings.zero_shot_max_classes, settings.zero_shot_max_class_chars
+    if not classes:
+        raise ServiceError(400, "invalid_classes", "Give at least one class name.")
+    if len(classes) > limit:
+        raise ServiceError(400, "invalid_classes", f"{len(classes)} classes given; the limit is {limit}.")
+    for name in classes:
+        if not isinstance(name, str) or not name.strip():
+            raise ServiceError(400, "invalid_classes", "Class names must be non-empty strings.")
+        if len(name) > chars:
+            raise ServiceError(400, "invalid_classes", f"A class name has {len(name)} characters; the limit is {chars}.")
+    seen: set[str] = set()
+    duplicates = [c for c in classes if c in seen or seen.add(c)]
+    if duplicates:
+        raise ServiceError(400, "invalid_classes", f"Class names must be unique; repeated: {sorted(set(duplicates))[:5]}.")
+    return list(classes)
+
+
+def check_templates(templates: Sequence[str] | None) -> list[str]:
+    """Templates with exactly one ``{}`` each; the default when none are given."""
+    if templates is None:
+        return list(DEFAULT_TEMPLATES)
+    limit = settings.zero_shot_max_templates
+    if not templates or len(templates) > limit:
+        raise ServiceError(400, "invalid_templates", f"Give 1 to {limit} templates, or leave config.templates out.")
+    for t in templates:
+        if not isinstance(t, str) or t.count("{}") != 1 or len(t) > 300:
+            raise ServiceError(400, "invalid_templates",
+                               f'Each template needs exactly one "{{}}" for the class name and at most 300 characters; got {t!r:.80}.')
+    if len(set(templates)) != len(templates):
+        raise ServiceError(400, "invalid_templates", "Templates must be unique.")
+    return list(templates)
+
+
+def probabilities(image_embeddings: np.ndarray, class_embeddings: np.ndarray, logit_scale: float) -> np.ndarray:
+    """``softmax(logit_scale * cos(image, class_i))`` over classes, one row per image, in float64."""
+    images = np.asarray(image_embeddings, dtype=np.float64)
+    classes = np.asarray(class_embeddings, dtype=np.float64)
+    images = images / np.linalg.norm(images, axis=-1, keepdims=True)
+    classes = classes / np.linalg.norm(classes, axis=-1, keepdims=True)
+    logits = logit_scale * images @ classes.T
+    logits -= logits.max(axis=-1, keepdims=True)
+    exp = np.exp(logits)
+    return exp / exp.sum(axis=-1, keepdims=True)

@@ -1,0 +1,92 @@
+"""The SQLite job store: durable submission, exclusive claims, leases, recovery and retention."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from serving.jobs import COMPLETE, FAILED, RUNNING, STARTING, JobStore
+
+PIXELS = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> JobStore:
+    s = JobStore(tmp_path / "jobs.sqlite", retention_s=60, lease_s=5)
+    s.init()
+    return s
+
+
+def test_submitted_job_is_readable_and_claimable_once(store: JobStore) -> None:
+    job = store.submit("m", True, PIXELS, ["cat", "dog"], ["a {}."])
+    assert store.get(job.id).status == STARTING
+    claimed = store.claim("host:1:a", 10)
+    assert [(j.id, j.status, j.attempts) for j, _ in claimed] == [(job.id, RUNNING, 1)]
+    assert np.array_equal(claimed[0][1], PIXELS)
+    assert store.claim("host:2:b", 10) == []  # leased to the first owner
+
+
+def test_finished_job_keeps_result_until_retention_passes(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "jobs.sqlite", retention_s=0.5, lease_s=5)
+    store.init()
+    job = store.submit("m", False, PIXELS[:1], ["cat"], ["a {}."])
+    store.claim("h:1:a", 1)
+    store.finish(job.id, COMPLETE, result={"probabilities": [1.0]})
+    for _ in range(3):  # reading does not consume it
+        assert store.get(job.id).result == {"probabilities": [1.0]}
+    time.sleep(0.6)
+    assert store.get(job.id) is None
+    assert store.purge_expired() == 1
+
+
+def test_lapsed_lease_lets_another_worker_resume(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "jobs.sqlite", retention_s=60, lease_s=0.2)
+    store.init()
+    job = store.submit("m", False, PIXELS[:1], ["cat"], ["a {}."])
+    store.claim("other-host:1:a", 1)
+    assert store.claim("h:2:b", 1) == []
+    time.sleep(0.3)
+    (again, _), = store.claim("h:2:b", 1)
+    assert again.id == job.id and again.attempts == 2
+
+
+def test_jobs_of_a_dead_local_process_are_released_at_once(store: JobStore) -> None:
+    job = store.submit("m", False, PIXELS[:1], ["cat"], ["a {}."])
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    store.claim(f"myhost:{int(dead.stdout)}:x", 1)
+    store.claim(f"otherhost:{os.getpid()}:y", 1)  # nothing left to claim
+    assert store.release_dead_local_owners("myhost") == 1
+    assert store.get(job.id).status == STARTING
+
+
+def test_retry_later_waits_and_failed_jobs_say_why(store: JobStore) -> None:
+    job = store.submit("m", False, PIXELS[:1], ["cat"], ["a {}."])
+    store.claim("h:1:a", 1)
+    store.retry_later(job.id, "attempt 1 failed", delay_s=0.3)
+    assert store.claim("h:1:a", 1) == []
+    time.sleep(0.35)
+    store.claim("h:1:a", 1)
+    store.finish(job.id, FAILED, error="Inference failed after 2 attempts (RuntimeError).")
+    got = store.get(job.id)
+    assert got.status == FAILED and "2 attempts" in got.error
+
+
+def test_unwritable_store_is_a_clear_startup_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(RuntimeError, match="JOB_STORE_PATH"):
+        JobStore(blocker / "jobs.sqlite", 60, 5).init()
+
+
+def test_uncounted_retry_gives_the_attempt_back(store: JobStore) -> None:
+    job = store.submit("m", False, PIXELS[:1], ["cat"], ["a {}."])
+    store.claim("h:1:a", 1)
+    store.retry_later(job.id, "runner at capacity", delay_s=0, count_attempt=False)
+    (again, _), = store.claim("h:1:a", 1)
+    assert again.attempts == 1
