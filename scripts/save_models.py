@@ -3,6 +3,7 @@
     python scripts/save_models.py species                    # EVA02-L iNat21 from the Hugging Face Hub
     python scripts/save_models.py species --from-dir ./eva02 # offline import of a local checkpoint
     python scripts/save_models.py aesthetic --head sa_0_4_vit_b_16_linear.pth
+    python scripts/save_models.py zero-shot                  # CLIP ViT-L/14 and OpenCLIP ViT-B/32
     python scripts/save_models.py all --dev --labels inat21_class_index.json   # every model, tiny dev versions
 
 Saving is idempotent: what is already stored is kept unless --force. Standard output gets one
@@ -22,9 +23,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from scripts.aesthetic_head import save_head  # noqa: E402
-from scripts.clip_models import AESTHETIC_CLIP, save_clip  # noqa: E402
+from scripts.clip_models import AESTHETIC_CLIP, ZERO_SHOT_CLIPS, save_clip  # noqa: E402
 from scripts.species_model import SPECIES_ARCH, SPECIES_REPO, save_species  # noqa: E402
 from serving.model_store import SaveError  # noqa: E402
+from serving.settings import ZERO_SHOT_B32_NAME, ZERO_SHOT_L14_NAME  # noqa: E402
+
+ZERO_SHOT_SETTINGS = {ZERO_SHOT_L14_NAME: "ZERO_SHOT_L14_MODEL", ZERO_SHOT_B32_NAME: "ZERO_SHOT_B32_MODEL"}
 
 logger = logging.getLogger("save_models")
 
@@ -47,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     ae = sub.add_parser("aesthetic", help="CLIP ViT-B/16 image tower + LAION aesthetic head")
     _source_args(ae, "CLIP ViT-B/16")
     ae.add_argument("--head", type=Path, help="local sa_0_4_vit_b_16_linear.pth (default: models/aesthetic/, else download)")
+    zs = sub.add_parser("zero-shot", help="CLIP ViT-L/14 (OpenAI) and OpenCLIP ViT-B/32 (LAION-2B), both towers")
+    _source_args(zs, "CLIP model")
+    zs.add_argument("--model", dest="model_name", choices=list(ZERO_SHOT_CLIPS),
+                    help="only this model (required with --from-dir)")
     al = sub.add_parser("all", help="every model the service uses, from the hub or as dev models")
     al.add_argument("--dev", action="store_true", help="tiny random-initialised models, labelled dev")
     al.add_argument("--labels", type=Path, help="class names for the species classifier")
@@ -67,6 +75,14 @@ def save(args: argparse.Namespace) -> dict[str, str]:
         clip = save_clip(AESTHETIC_CLIP, dev=args.dev, from_dir=from_dir, revision=revision, force=args.force)
         tags["AESTHETIC_CLIP_MODEL"] = str(clip.tag)
         tags["AESTHETIC_HEAD_MODEL"] = str(save_head(args.head, force=args.force).tag)
+    if args.model in ("zero-shot", "all"):
+        chosen = getattr(args, "model_name", None)
+        if from_dir is not None and chosen is None:
+            raise SaveError("--from-dir imports one model: add --model clip-vit-large-patch14 or open-clip-vit-b32.")
+        for name, spec in ZERO_SHOT_CLIPS.items():
+            if chosen in (None, name):
+                model = save_clip(spec, dev=args.dev, from_dir=from_dir, revision=revision, force=args.force)
+                tags[ZERO_SHOT_SETTINGS[name]] = str(model.tag)
     return tags
 
 

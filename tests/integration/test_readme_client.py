@@ -7,9 +7,11 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from tests.conftest import ROOT, encode, photo
@@ -67,3 +69,27 @@ def test_readme_score_client_example(server, photo_dir: Path) -> None:
     out = run_example(readme_python_block("client.score("), server, photo_dir).strip()
     expected = httpx.post(f"{server.url}/score", content=(photo_dir / "photo.jpg").read_bytes(), timeout=60).json()
     assert out == f'aesthetic score {expected["score"]:.2f} (raw {expected["raw"]:.3f})'
+
+
+def test_readme_zero_shot_curl_example(server, photo_dir: Path) -> None:
+    (block,) = [b for b in re.findall(r"```bash\n(.*?)```", README, re.S) if "zero-shot-image-classification" in b]
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", block.replace("http://localhost:3000", server.url)],
+                          cwd=photo_dir, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    job = json.loads(proc.stdout)
+    assert job["model"] == "clip-vit-large-patch14" and job["status"] in ("starting", "running", "complete")
+    for _ in range(300):
+        job = httpx.get(f"{server.url}/api/tasks/zero-shot-image-classification/jobs/{job['id']}").json()
+        if job["status"] == "complete":
+            break
+        time.sleep(0.1)
+    probs = job["result"]["probabilities"]
+    assert len(probs) == 3 and abs(sum(probs) - 1) < 1e-6
+
+
+def test_readme_zero_shot_client_example(server, photo_dir: Path) -> None:
+    lines = run_example(readme_python_block("client.submit_zero_shot("), server, photo_dir).strip().splitlines()
+    status, job_probs = lines[0].split(" ", 1)
+    assert status == "complete"
+    np.testing.assert_allclose(json.loads(job_probs), json.loads(lines[1]), atol=1e-6)  # job and direct answers agree
+    assert abs(sum(json.loads(lines[1])) - 1) < 1e-6

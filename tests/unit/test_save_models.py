@@ -158,3 +158,19 @@ def test_unreachable_hub_fails_fast_naming_offline_options(tmp_path: Path, kind:
     assert "Traceback" not in proc.stderr
     assert proc.stdout == ""
     assert elapsed < 30, f"took {elapsed:.1f}s"
+
+
+def test_save_all_dev_prints_the_settings_the_service_reads(tmp_path: Path, laion_head: Path) -> None:
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "scripts/save_models.py", "all", "--dev", "--head", str(laion_head)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    settings = dict(line.split("=", 1) for line in proc.stdout.splitlines())
+    assert settings == {
+        "SPECIES_MODEL": "eva02-inat21:dev",
+        "AESTHETIC_CLIP_MODEL": "clip-vit-b16-openai:dev",
+        "AESTHETIC_HEAD_MODEL": "laion-aesthetic-vit-b16:8ad3923d7ecf",
+        "ZERO_SHOT_L14_MODEL": "clip-vit-large-patch14:dev",
+        "ZERO_SHOT_B32_MODEL": "open-clip-vit-b32:dev",
+    }
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == sorted(t.split(":")[0] for t in settings.values())
