@@ -17,7 +17,7 @@ import anyio
 import bentoml
 import numpy as np
 from fastapi import FastAPI, Request
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match
 
@@ -32,6 +32,16 @@ from serving.errors import ServiceError, is_overload, overloaded
 from serving.imaging import PreprocessConfig, decode_image, preprocess
 from serving.jobs import COMPLETE, FAILED, Job, JobStore, JobWorker
 from serving.middleware import RawImageBodyMiddleware
+from serving.schemas import (
+    ClassifyResponse,
+    JobAccepted,
+    JobStatus,
+    ModelInfo,
+    Prediction,
+    ScoreModelInfo,
+    ScoreResponse,
+    ZeroShotResult,
+)
 from serving.settings import ZERO_SHOT_B32_NAME, ZERO_SHOT_L14_NAME, settings
 from serving.zero_shot import (
     BatchedZeroShotJobRequest,
@@ -47,51 +57,6 @@ logger = logging.getLogger(__name__)
 
 MAX_TOP_K = 10
 SCORE_RANGE = (0.0, 10.0)
-
-
-class Prediction(BaseModel):
-    species: str = Field(description="Scientific name, e.g. 'Cardinalis cardinalis'")
-    score: float = Field(ge=0, le=1, description="Softmax probability")
-
-
-class ModelInfo(BaseModel):
-    tag: str = Field(description="BentoML model store tag that produced the answer")
-    variant: str = Field(description="'release' for real weights, 'dev' for tiny random test models")
-
-
-class ClassifyResponse(BaseModel):
-    predictions: list[Prediction]
-    model: ModelInfo
-
-
-class ScoreModelInfo(ModelInfo):
-    head: str = Field(description="Store tag of the LAION aesthetic head")
-
-
-class ScoreResponse(BaseModel):
-    score: float = Field(ge=0, le=10, description="LAION aesthetic rating, clamped to 0-10")
-    raw: float = Field(description="The head's unclamped regression output")
-    model: ScoreModelInfo
-
-
-class JobAccepted(BaseModel):
-    id: str = Field(description="Job id to poll")
-    status: str = Field(description="'starting' when accepted")
-
-
-class ZeroShotResult(BaseModel):
-    probabilities: list[float] | list[list[float]] = Field(
-        description="One probability per class in the given order (a list per image for batched jobs)")
-
-
-class JobStatus(BaseModel):
-    id: str
-    model: str
-    status: str = Field(description="starting | running | complete | failed")
-    created_at: str
-    result: ZeroShotResult | None = Field(default=None, description="Only when complete")
-    error: str | None = Field(default=None, description="Only when failed")
-    expires_at: str | None = Field(default=None, description="When a finished job stops being readable")
 
 
 ZERO_SHOT_MODELS = {ZERO_SHOT_L14_NAME: settings.zero_shot_l14_model, ZERO_SHOT_B32_NAME: settings.zero_shot_b32_model}

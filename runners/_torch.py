@@ -17,9 +17,25 @@ def gpu_available() -> bool:
     return torch.cuda.is_available()
 
 
+GPU_SHARE = 0.25  # four runners share one GPU: BentoML places fractional requests on the same device
+
+
 def service_resources() -> dict[str, Any]:
-    """BentoML ``resources``: one GPU when present, else CPU only."""
-    return {"gpu": 1} if gpu_available() else {"cpu": "1"}
+    """BentoML ``resources`` for a runner, from RUNNER_GPUS.
+
+    ``auto`` declares a quarter GPU when CUDA is visible (so every runner lands on the same GPU instead of
+    three of them being handed devices that do not exist), else CPU only. A number declares that many GPUs
+    regardless of this machine, e.g. when building a Bento for GPU clouds on a CPU-only machine.
+    """
+    from serving.settings import settings
+
+    share = GPU_SHARE if settings.runner_gpus == "auto" and gpu_available() else 0.0
+    if settings.runner_gpus != "auto":
+        try:
+            share = float(settings.runner_gpus)
+        except ValueError:
+            raise ValueError(f"RUNNER_GPUS={settings.runner_gpus!r}: use 'auto' or a number such as 0.25") from None
+    return {"gpu": share} if share > 0 else {"cpu": "1"}
 
 
 def runner_config() -> dict[str, Any]:

@@ -22,6 +22,11 @@ def _int(name: str, default: int) -> int:
         raise ValueError(f"{name}={raw!r} is not an integer; unset it or give a whole number") from exc
 
 
+def _str(name: str, default: str) -> str:
+    """An environment variable; unset or empty means the default."""
+    return os.environ.get(name) or default
+
+
 @dataclass(frozen=True)
 class Settings:
     """Values the service reads at start-up. Each field names its environment variable."""
@@ -51,19 +56,20 @@ class Settings:
     max_image_pixels: int  # MAX_IMAGE_PIXELS: decoded width*height above this is refused (413)
     gateway_workers: int  # GATEWAY_WORKERS: CPU processes decoding images
     device: str  # DEVICE: "auto", "cpu" or "cuda"
+    runner_gpus: str  # RUNNER_GPUS: GPUs each runner declares: "auto" (0.25 when CUDA is visible, else none) or a number
 
     @classmethod
     def from_env(cls) -> "Settings":
         return cls(
-            species_model=os.environ.get("SPECIES_MODEL", f"{SPECIES_MODEL_NAME}:latest"),
+            species_model=_str("SPECIES_MODEL", f"{SPECIES_MODEL_NAME}:latest"),
             species_max_batch_size=_int("SPECIES_MAX_BATCH_SIZE", 32),
             species_max_latency_ms=_int("SPECIES_MAX_LATENCY_MS", 10_000),
-            aesthetic_clip_model=os.environ.get("AESTHETIC_CLIP_MODEL", f"{AESTHETIC_CLIP_NAME}:latest"),
-            aesthetic_head_model=os.environ.get("AESTHETIC_HEAD_MODEL", f"{AESTHETIC_HEAD_NAME}:latest"),
+            aesthetic_clip_model=_str("AESTHETIC_CLIP_MODEL", f"{AESTHETIC_CLIP_NAME}:latest"),
+            aesthetic_head_model=_str("AESTHETIC_HEAD_MODEL", f"{AESTHETIC_HEAD_NAME}:latest"),
             aesthetic_max_batch_size=_int("AESTHETIC_MAX_BATCH_SIZE", 64),
             aesthetic_max_latency_ms=_int("AESTHETIC_MAX_LATENCY_MS", 10_000),
-            zero_shot_l14_model=os.environ.get("ZERO_SHOT_L14_MODEL", f"{ZERO_SHOT_L14_NAME}:latest"),
-            zero_shot_b32_model=os.environ.get("ZERO_SHOT_B32_MODEL", f"{ZERO_SHOT_B32_NAME}:latest"),
+            zero_shot_l14_model=_str("ZERO_SHOT_L14_MODEL", f"{ZERO_SHOT_L14_NAME}:latest"),
+            zero_shot_b32_model=_str("ZERO_SHOT_B32_MODEL", f"{ZERO_SHOT_B32_NAME}:latest"),
             zero_shot_max_batch_size=_int("ZERO_SHOT_MAX_BATCH_SIZE", 64),
             zero_shot_max_latency_ms=_int("ZERO_SHOT_MAX_LATENCY_MS", 10_000),
             zero_shot_text_cache=_int("ZERO_SHOT_TEXT_CACHE", 8192),
@@ -72,14 +78,15 @@ class Settings:
             zero_shot_max_templates=_int("ZERO_SHOT_MAX_TEMPLATES", 32),
             zero_shot_max_batch_images=_int("ZERO_SHOT_MAX_BATCH_IMAGES", 32),
             max_data_uri_bytes=_int("MAX_DATA_URI_BYTES", 20_000_000),
-            job_store_path=os.environ.get("JOB_STORE_PATH", "var/jobs.sqlite"),
+            job_store_path=_str("JOB_STORE_PATH", "var/jobs.sqlite"),
             job_retention_s=_int("JOB_RETENTION_S", 86_400),
             job_concurrency=_int("JOB_CONCURRENCY", 64),
             job_lease_s=_int("JOB_LEASE_S", 15),
             job_max_attempts=_int("JOB_MAX_ATTEMPTS", 5),
             max_image_pixels=_int("MAX_IMAGE_PIXELS", 50_000_000),
             gateway_workers=_int("GATEWAY_WORKERS", 1),
-            device=os.environ.get("DEVICE", "auto"),
+            device=_str("DEVICE", "auto"),
+            runner_gpus=_str("RUNNER_GPUS", "auto"),
         )
 
 

@@ -46,13 +46,14 @@ def own_home(folder: Path) -> str:
     return str(folder)
 
 
-def start_server(log: Path, env: dict[str, str] | None = None, timeout: float = 180) -> Server:
-    """Run ``bentoml serve service:Gateway`` and wait until /readyz answers 200."""
+def start_server(log: Path, env: dict[str, str] | None = None, timeout: float = 180,
+                 target: str = "service:Gateway", cwd: Path = ROOT) -> Server:
+    """Run ``bentoml serve TARGET`` (the project, or a Bento tag) and wait until /readyz answers 200."""
     port = free_port()
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [BENTOML, "serve", "service:Gateway", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            [BENTOML, "serve", target, "--host", "127.0.0.1", "--port", str(port)],
+            cwd=cwd, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     server = Server(f"http://127.0.0.1:{port}", proc, log)
     deadline = time.monotonic() + timeout

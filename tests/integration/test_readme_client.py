@@ -93,3 +93,12 @@ def test_readme_zero_shot_client_example(server, photo_dir: Path) -> None:
     assert status == "complete"
     np.testing.assert_allclose(json.loads(job_probs), json.loads(lines[1]), atol=1e-6)  # job and direct answers agree
     assert abs(sum(json.loads(lines[1])) - 1) < 1e-6
+
+
+def test_readme_typed_client_example(server, photo_dir: Path) -> None:
+    lines = run_example(readme_python_block("VisionClient("), server, photo_dir).strip().splitlines()
+    species, score = lines[0].rsplit(" ", 1)
+    assert species and 0 <= float(score) <= 1
+    assert 0 <= float(lines[1]) <= 10
+    probs = json.loads(lines[2])
+    assert len(probs) == 3 and abs(sum(probs) - 1) < 1e-6

@@ -1,0 +1,50 @@
+"""Response shapes of the public API, shared by the gateway and the Python client."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class Prediction(BaseModel):
+    species: str = Field(description="Scientific name, e.g. 'Cardinalis cardinalis'")
+    score: float = Field(ge=0, le=1, description="Softmax probability")
+
+
+class ModelInfo(BaseModel):
+    tag: str = Field(description="BentoML model store tag that produced the answer")
+    variant: str = Field(description="'release' for real weights, 'dev' for tiny random test models")
+
+
+class ClassifyResponse(BaseModel):
+    predictions: list[Prediction]
+    model: ModelInfo
+
+
+class ScoreModelInfo(ModelInfo):
+    head: str = Field(description="Store tag of the LAION aesthetic head")
+
+
+class ScoreResponse(BaseModel):
+    score: float = Field(ge=0, le=10, description="LAION aesthetic rating, clamped to 0-10")
+    raw: float = Field(description="The head's unclamped regression output")
+    model: ScoreModelInfo
+
+
+class JobAccepted(BaseModel):
+    id: str = Field(description="Job id to poll")
+    status: str = Field(description="'starting' when accepted")
+
+
+class ZeroShotResult(BaseModel):
+    probabilities: list[float] | list[list[float]] = Field(
+        description="One probability per class in the given order (a list per image for batched jobs)")
+
+
+class JobStatus(BaseModel):
+    id: str
+    model: str
+    status: str = Field(description="starting | running | complete | failed")
+    created_at: str
+    result: ZeroShotResult | None = Field(default=None, description="Only when complete")
+    error: str | None = Field(default=None, description="Only when failed")
+    expires_at: str | None = Field(default=None, description="When a finished job stops being readable")
