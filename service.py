@@ -29,7 +29,7 @@ from runners.zero_shot import SAVE_HINT as ZERO_SHOT_SAVE_HINT
 from runners.zero_shot import ClipL14Runner, OpenClipB32Runner
 from serving import model_store
 from serving.errors import ServiceError, is_overload, overloaded
-from serving.imaging import PreprocessConfig, decode_image, preprocess
+from serving.imaging import PreprocessConfig, decode_image, draft_size, preprocess
 from serving.jobs import COMPLETE, FAILED, Job, JobStore, JobWorker
 from serving.middleware import RawImageBodyMiddleware
 from serving.schemas import (
@@ -174,7 +174,8 @@ class Gateway:
         decoded = [decode_data_uri(uri) for uri in images]
 
         def prepare() -> np.ndarray:
-            return np.stack([preprocess(decode_image(data, settings.max_image_pixels), cfg) for data in decoded])
+            return np.stack([preprocess(decode_image(data, settings.max_image_pixels, draft_size(cfg)), cfg)
+                             for data in decoded])
 
         return await anyio.to_thread.run_sync(prepare), classes, templates
 
@@ -269,7 +270,8 @@ class Gateway:
     async def _pixels(image: bytes, ctx: bentoml.Context, cfg: PreprocessConfig) -> np.ndarray:
         """Decode and preprocess off the event loop; a batch of one uint8 image."""
         data = request_body(image, ctx)
-        pixels = await anyio.to_thread.run_sync(lambda: preprocess(decode_image(data, settings.max_image_pixels), cfg))
+        pixels = await anyio.to_thread.run_sync(
+            lambda: preprocess(decode_image(data, settings.max_image_pixels, draft_size(cfg)), cfg))
         return pixels[None]
 
     @staticmethod

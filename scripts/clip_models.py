@@ -83,13 +83,13 @@ def as_open_clip_folder(src: Path, spec: ClipSpec, workdir: Path) -> Path:
     return workdir
 
 
-def make_dev_folder(spec: ClipSpec, workdir: Path) -> Path:
-    """A tiny random-initialised CLIP of the same family as ``spec``, as an open_clip folder."""
+def make_dev_folder(spec: ClipSpec, workdir: Path, full_size: bool = False) -> Path:
+    """A random-initialised CLIP of the same family as ``spec`` (tiny, or the real size), as an open_clip folder."""
     import open_clip
     import torch
     from safetensors.torch import save_file
 
-    (workdir / CONFIG_FILE).write_text(json.dumps(registry_config(spec, dev=True)))
+    (workdir / CONFIG_FILE).write_text(json.dumps(registry_config(spec, dev=not full_size)))
     torch.manual_seed(0)
     model = open_clip.create_model(f"local-dir:{workdir}", load_weights=False)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(workdir / WEIGHTS_FILE))
@@ -140,16 +140,18 @@ def register_clip_folder(folder: Path, spec: ClipSpec, *, version: str, variant:
 
 
 def save_clip(spec: ClipSpec, *, dev: bool = False, from_dir: Path | None = None, revision: str | None = None,
-              force: bool = False) -> bentoml.Model:
-    """Register ``spec`` from the hub (default), a local folder, or as a tiny dev model."""
+              force: bool = False, full_size: bool = False) -> bentoml.Model:
+    """Register ``spec`` from the hub (default), a local folder, or as a dev model (tiny; ``full_size``: the real
+    architecture with random weights, version ``bench``, for speed measurements)."""
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if dev:
-            version, variant, rev, licence = DEV, DEV, "none", "dev model: random weights, no licence restrictions"
-            source = f"open_clip:{spec.arch} (tiny, random init)"
+            version, variant, rev = "bench" if full_size else DEV, DEV, "none"
+            licence = "dev model: random weights, no licence restrictions"
+            source = f"open_clip:{spec.arch} ({'full size' if full_size else 'tiny'}, random init)"
             if (kept := hub.existing(f"{spec.name}:{version}", force)) is not None:
                 return kept
-            folder = make_dev_folder(spec, work)
+            folder = make_dev_folder(spec, work, full_size)
         elif from_dir is not None:
             folder = as_open_clip_folder(Path(from_dir), spec, work)
             weights = next(folder / f for f in WEIGHT_FILES if (folder / f).exists())

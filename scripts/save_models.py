@@ -39,6 +39,8 @@ def _source_args(parser: argparse.ArgumentParser, what: str) -> None:
     group.add_argument("--from-dir", type=Path, help=f"local folder with the {what} weights (offline import)")
     parser.add_argument("--revision", help="hub revision (commit, branch or tag); default main")
     parser.add_argument("--force", action="store_true", help="replace existing store entries")
+    parser.add_argument("--full-size", action="store_true",
+                        help="with --dev: random weights in the real architecture (version 'bench', for benchmarks)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("--labels", type=Path, help="class names for the species classifier")
     al.add_argument("--head", type=Path, help="local LAION head file")
     al.add_argument("--force", action="store_true", help="replace existing store entries")
+    al.add_argument("--full-size", action="store_true",
+                    help="with --dev: random weights in the real architectures (version 'bench', for benchmarks)")
     return parser
 
 
@@ -67,12 +71,16 @@ def save(args: argparse.Namespace) -> dict[str, str]:
     """Run the saves ``args`` ask for; return {setting: tag}."""
     tags: dict[str, str] = {}
     from_dir, revision = getattr(args, "from_dir", None), getattr(args, "revision", None)
+    if args.full_size and not args.dev:
+        raise SaveError("--full-size only goes with --dev: it registers random weights for speed measurements.")
     if args.model in ("species", "all"):
         model = save_species(dev=args.dev, from_dir=from_dir, labels=args.labels, revision=revision,
-                             arch=getattr(args, "arch", SPECIES_ARCH), force=args.force)
+                             arch=getattr(args, "arch", SPECIES_ARCH), force=args.force,
+                             full_size=args.full_size)
         tags["SPECIES_MODEL"] = str(model.tag)
     if args.model in ("aesthetic", "all"):
-        clip = save_clip(AESTHETIC_CLIP, dev=args.dev, from_dir=from_dir, revision=revision, force=args.force)
+        clip = save_clip(AESTHETIC_CLIP, dev=args.dev, from_dir=from_dir, revision=revision, force=args.force,
+                         full_size=args.full_size)
         tags["AESTHETIC_CLIP_MODEL"] = str(clip.tag)
         tags["AESTHETIC_HEAD_MODEL"] = str(save_head(args.head, force=args.force).tag)
     if args.model in ("zero-shot", "all"):
@@ -81,7 +89,8 @@ def save(args: argparse.Namespace) -> dict[str, str]:
             raise SaveError("--from-dir imports one model: add --model clip-vit-large-patch14 or open-clip-vit-b32.")
         for name, spec in ZERO_SHOT_CLIPS.items():
             if chosen in (None, name):
-                model = save_clip(spec, dev=args.dev, from_dir=from_dir, revision=revision, force=args.force)
+                model = save_clip(spec, dev=args.dev, from_dir=from_dir, revision=revision, force=args.force,
+                                  full_size=args.full_size)
                 tags[ZERO_SHOT_SETTINGS[name]] = str(model.tag)
     return tags
 

@@ -136,20 +136,26 @@ def save_species(
     revision: str | None = None,
     arch: str = SPECIES_ARCH,
     force: bool = False,
+    full_size: bool = False,
 ) -> bentoml.Model:
-    """Register the species classifier from the hub, a local folder, or as a dev model."""
+    """Register the species classifier from the hub, a local folder, or as a dev model.
+
+    ``full_size`` with ``dev``: random weights in the real EVA02-L/14 @ 336 architecture (version ``bench``), for
+    speed measurements; still labelled dev.
+    """
     import torch
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if dev:
-            version, variant, source, rev = DEV, DEV, f"timm:{SPECIES_DEV_ARCH} (random init)", "none"
+            dev_arch = SPECIES_ARCH if full_size else SPECIES_DEV_ARCH
+            version, variant, source, rev = "bench" if full_size else DEV, DEV, f"timm:{dev_arch} (random init)", "none"
             if (kept := hub.existing(f"{SPECIES_MODEL_NAME}:{version}", force)) is not None:
                 return kept
             import timm
 
             torch.manual_seed(0)
-            tiny = timm.create_model(SPECIES_DEV_ARCH, pretrained=False, num_classes=SPECIES_CLASSES)
+            tiny = timm.create_model(dev_arch, pretrained=False, num_classes=SPECIES_CLASSES)
             timm.models.save_for_hf(tiny, work, safe_serialization=True)
             folder, licence = work, "dev model: random weights, no licence restrictions"
             if labels is None:

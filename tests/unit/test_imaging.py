@@ -110,3 +110,27 @@ def test_other_colour_modes_become_rgb(mode: str) -> None:
     assert img.mode == "RGB"
     expected = Image.open(io.BytesIO(data)).convert("RGB")
     assert np.array_equal(np.asarray(img), np.asarray(expected))
+
+
+def _big_jpeg(long_side: int) -> bytes:
+    img = Image.fromarray(photo("astronaut")).resize((long_side, long_side * 3 // 4), Image.Resampling.BICUBIC)
+    return encode(img, "JPEG", quality=90)
+
+
+def test_large_jpegs_decode_at_reduced_scale_close_to_a_full_decode() -> None:
+    from serving.imaging import draft_size
+
+    cfg = PreprocessConfig.model_validate(timm_config(CONFIGS[0]))
+    data = _big_jpeg(4000)
+    drafted = decode_image(data, 10**8, draft_size(cfg))
+    full = decode_image(data, 10**8)
+    assert full.size == (4000, 3000)
+    assert min(drafted.size) >= draft_size(cfg) and drafted.size[0] <= 4000 // 4  # 1/4 or 1/8 scale
+    diff = np.abs(preprocess(drafted, cfg).astype(float) - preprocess(full, cfg).astype(float))
+    assert diff.mean() < 2.0  # in 0-255 units
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_images_less_than_twice_the_target_are_decoded_in_full(fmt: str) -> None:
+    data = encode(photo("coffee"), fmt)  # 600x400 against a 336 px target
+    assert decode_image(data, BIG, 336).size == (600, 400)

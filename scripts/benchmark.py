@@ -1,0 +1,325 @@
+"""Throughput and latency of the service, side by side with the naive design and the bare-model ceiling.
+
+One invocation measures, on the same machine and images:
+  1. the service (``--url`` of a running server, or ``--serve`` to start ``bentoml serve`` here);
+  2. the naive design: scripts/naive_app.py, one FastAPI/uvicorn process, stock transforms, one unbatched
+     fp32 forward per request, same store weights;
+  3. the ceiling: the bare models in a loop at their best batch size, no HTTP and no decoding.
+Images are scikit-image photos re-encoded as JPEG with long sides of 500, 1024, 2048 and 4000 px (mixed).
+Writes results.json, results.md and plot.png to ``--out``.
+
+    python scripts/benchmark.py --serve --out docs/benchmarks/cpu-dev          # dev models, this machine
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import json
+import logging
+import platform
+import re
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+
+from scripts.local_server import start_server, stop_server  # noqa: E402
+
+logger = logging.getLogger("benchmark")
+
+PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
+RUNNER_OF = {"classify": ("SpeciesRunner", "predict"), "score": ("AestheticRunner", "score"),
+             "zero-shot": ("ClipL14Runner", "embed_images")}
+CLASSES = ["cat", "dog", "bird", "coffee cup", "rocket", "astronaut", "car", "tree"]
+TASK = "/api/tasks/zero-shot-image-classification"
+
+
+def make_images(sizes: list[int]) -> list[bytes]:
+    """Real photos resized to each long side and re-encoded as JPEG (quality 90)."""
+    import skimage.data
+    import skimage.io
+    from PIL import Image
+
+    out = []
+    for name in PHOTOS:
+        array = (skimage.io.imread(Path(skimage.data.__file__).parent / "rocket.jpg") if name == "rocket"
+                 else getattr(skimage.data, name)())
+        img = Image.fromarray(array).convert("RGB")
+        for size in sizes:
+            scale = size / max(img.size)
+            buf = io.BytesIO()
+            img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.BICUBIC).save(
+                buf, format="JPEG", quality=90)
+            out.append(buf.getvalue())
+    return out
+
+
+async def _one(client: httpx.AsyncClient, system: str, endpoint: str, image: bytes, model: str) -> bool:
+    """One request (for service zero-shot: submit a job and poll it to the end); True when it succeeded."""
+    if endpoint in ("classify", "score"):
+        return (await client.post(f"/{endpoint}", content=image)).status_code == 200
+    uri = "data:image/jpeg;base64," + base64.b64encode(image).decode()
+    if system == "naive":
+        return (await client.post(f"/zero_shot/{model}", json={"image": uri, "classes": CLASSES})).status_code == 200
+    response = await client.post(f"{TASK}/{model}/jobs", json={"image": uri, "classes": CLASSES})
+    if response.status_code != 202:
+        return False
+    while True:
+        status = (await client.get(f"{TASK}/jobs/{response.json()['id']}")).json()["status"]
+        if status in ("complete", "failed"):
+            return status == "complete"
+        await asyncio.sleep(0.005)
+
+
+async def run_level(url: str, system: str, endpoint: str, images: list[bytes], concurrency: int, requests: int,
+                    model: str) -> dict[str, Any]:
+    """``requests`` requests by ``concurrency`` concurrent clients; latency percentiles and images/s."""
+    latencies: list[float] = []
+    errors = 0
+    counter = iter(range(requests))
+    limits = httpx.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency + 8)
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal errors
+        for i in counter:
+            start = time.perf_counter()
+            try:
+                ok = await _one(client, system, endpoint, images[i % len(images)], model)
+            except httpx.HTTPError:
+                ok = False
+            latencies.append((time.perf_counter() - start) * 1000)
+            errors += not ok
+
+    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
+        await _one(client, system, endpoint, images[0], model)  # warm the connection and the path
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        wall = time.perf_counter() - start
+    p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
+    return {"concurrency": concurrency, "requests": requests, "errors": errors, "seconds": round(wall, 3),
+            "images_per_s": round((requests - errors) / wall, 2),
+            "p50_ms": round(float(p50), 1), "p95_ms": round(float(p95), 1), "p99_ms": round(float(p99), 1)}
+
+
+def batch_histogram(url: str, service: str, method: str) -> tuple[float, float]:
+    """(batches, images) the runner's batchable method has run, from the gateway's /metrics."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+
+    def total(name: str) -> float:
+        pattern = rf'{name}\{{[^}}]*method_name="{method}"[^}}]*service_name="{service}"[^}}]*\}} ([0-9.e+]+)'
+        return sum(float(v) for v in re.findall(pattern, text))
+
+    return total("bentoml_service_adaptive_batch_size_count"), total("bentoml_service_adaptive_batch_size_sum")
+
+
+def measure(url: str, system: str, endpoints: list[str], levels: list[int], requests: int, images: list[bytes],
+            model: str) -> dict[str, list[dict[str, Any]]]:
+    results: dict[str, list[dict[str, Any]]] = {}
+    for endpoint in endpoints:
+        results[endpoint] = []
+        for level in levels:
+            before = batch_histogram(url, *RUNNER_OF[endpoint]) if system == "service" else None
+            row = asyncio.run(run_level(url, system, endpoint, images, level, max(requests, level), model))
+            if before is not None:
+                batches, seen = (a - b for a, b in zip(batch_histogram(url, *RUNNER_OF[endpoint]), before))
+                row["mean_batch"] = round(seen / batches, 2) if batches else None
+            logger.info("%s %s c=%d: %.1f img/s p50 %.1f ms errors %d", system, endpoint, level,
+                        row["images_per_s"], row["p50_ms"], row["errors"])
+            results[endpoint].append(row)
+    return results
+
+
+def ceiling(endpoints: list[str], model_name: str, batch_sizes: list[int], seconds: float) -> dict[str, dict]:
+    """Images/s of the bare models at their best batch size (the runners' own device and precision path)."""
+    import bentoml
+    import torch
+
+    from runners._torch import autocast, pick_device, to_normalised
+    from runners.aesthetic import load_aesthetic
+    from runners.species import load_species
+    from runners.zero_shot import load_zero_shot
+    from serving.settings import settings
+
+    device = pick_device(settings.device)
+    path = lambda tag: Path(bentoml.models.get(tag).path)  # noqa: E731
+    forwards = {}
+    if "classify" in endpoints:
+        species, _, cfg = load_species(path(settings.species_model), device)
+        forwards["classify"] = (lambda x: species(x).softmax(-1).topk(10), cfg)
+    if "score" in endpoints:
+        clip, head, cfg = load_aesthetic(path(settings.aesthetic_clip_model), path(settings.aesthetic_head_model), device)
+        forwards["score"] = (lambda x: head(torch.nn.functional.normalize(clip.encode_image(x).float(), dim=-1)), cfg)
+    if "zero-shot" in endpoints:
+        tag = settings.zero_shot_l14_model if model_name.endswith("patch14") else settings.zero_shot_b32_model
+        zs, _, cfg, _ = load_zero_shot(path(tag), device)
+        forwards["zero-shot"] = (lambda x: zs.encode_image(x), cfg)
+    out = {}
+    for endpoint, (forward, cfg) in forwards.items():
+        best: dict[str, Any] = {"images_per_s": 0.0}
+        for bs in batch_sizes:
+            batch = np.random.default_rng(0).integers(0, 256, (bs, cfg.height, cfg.width, 3), dtype=np.uint8)
+            with torch.inference_mode(), autocast(device):
+                forward(to_normalised(batch, cfg.mean, cfg.std, device))  # warm-up
+                n, start = 0, time.perf_counter()
+                while n < 3 or time.perf_counter() - start < seconds:
+                    forward(to_normalised(batch, cfg.mean, cfg.std, device))
+                    n += 1
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+            rate = n * bs / (time.perf_counter() - start)
+            if rate > best["images_per_s"]:
+                best = {"images_per_s": round(rate, 2), "batch_size": bs}
+        out[endpoint] = {**best, "device": str(device)}
+        logger.info("ceiling %s: %.1f img/s at batch %d", endpoint, best["images_per_s"], best["batch_size"])
+    return out
+
+
+def summarise(service: dict, naive: dict, top: dict) -> dict[str, dict[str, Any]]:
+    """The ratios the README and notes quote."""
+    summary = {}
+    for endpoint, rows in service.items():
+        by_level = {r["concurrency"]: r for r in rows}
+        naive_by_level = {r["concurrency"]: r for r in naive.get(endpoint, [])}
+        best = max(r["images_per_s"] for r in rows)
+        entry: dict[str, Any] = {"best_images_per_s": best}
+        entry["throughput_ratio_vs_naive"] = {
+            c: round(by_level[c]["images_per_s"] / naive_by_level[c]["images_per_s"], 2)
+            for c in by_level if c in naive_by_level and naive_by_level[c]["images_per_s"]}
+        if 1 in by_level and 1 in naive_by_level:
+            entry["overhead_ms_at_c1"] = round(by_level[1]["p50_ms"] - naive_by_level[1]["p50_ms"], 1)
+        if endpoint in top:
+            entry["fraction_of_ceiling"] = round(best / top[endpoint]["images_per_s"], 3)
+        summary[endpoint] = entry
+    return summary
+
+
+def write_report(out: Path, report: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(report, indent=2))
+    lines = [f"# Benchmark: {report['label']}", "", f"Command: `{report['command']}`", "",
+             f"Machine: {report['machine']}. Images: {report['images']}.", "",
+             f"Models: {report['models']}.", ""]
+    for endpoint, rows in report["service"].items():
+        lines += [f"## {endpoint}", "", "| system | concurrency | images/s | p50 ms | p95 ms | p99 ms | errors | mean batch |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for system in ("service", "naive"):
+            for r in report[system].get(endpoint, []):
+                lines.append(f"| {system} | {r['concurrency']} | {r['images_per_s']} | {r['p50_ms']} | {r['p95_ms']} | "
+                             f"{r['p99_ms']} | {r['errors']} | {r.get('mean_batch', '')} |")
+        if endpoint in report["ceiling"]:
+            c = report["ceiling"][endpoint]
+            lines.append(f"| ceiling (bare model) | batch {c['batch_size']} | {c['images_per_s']} | | | | | |")
+        s = report["summary"][endpoint]
+        lines += ["", f"Service / naive throughput by concurrency: {s['throughput_ratio_vs_naive']}. "
+                  f"Per-request overhead vs naive at concurrency 1 (p50): {s.get('overhead_ms_at_c1')} ms. "
+                  f"Best service throughput / ceiling: {s.get('fraction_of_ceiling')}.", ""]
+    (out / "results.md").write_text("\n".join(lines))
+    plot(out / "plot.png", report)
+
+
+def plot(path: Path, report: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    endpoints = list(report["service"])
+    fig, axes = plt.subplots(2, len(endpoints), figsize=(5 * len(endpoints), 7), squeeze=False)
+    for col, endpoint in enumerate(endpoints):
+        for system, style in (("service", "o-"), ("naive", "s--")):
+            rows = report[system].get(endpoint, [])
+            xs = [r["concurrency"] for r in rows]
+            axes[0][col].plot(xs, [r["images_per_s"] for r in rows], style, label=system)
+            axes[1][col].plot(xs, [r["p95_ms"] for r in rows], style, label=system)
+        if endpoint in report["ceiling"]:
+            axes[0][col].axhline(report["ceiling"][endpoint]["images_per_s"], color="grey", linestyle=":",
+                                 label="ceiling (bare model)")
+        axes[0][col].set_title(f"{endpoint}: throughput")
+        axes[1][col].set_title(f"{endpoint}: p95 latency")
+        axes[0][col].set_ylabel("images/s")
+        axes[1][col].set_ylabel("ms")
+        for ax in (axes[0][col], axes[1][col]):
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("concurrency")
+            ax.legend()
+    fig.suptitle(report["label"])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--url", help="a running server, e.g. http://localhost:3000")
+    target.add_argument("--serve", action="store_true", help="start `bentoml serve service:Gateway` for the run")
+    parser.add_argument("--endpoints", default="classify,score,zero-shot")
+    parser.add_argument("--concurrency", default="1,8,32,128")
+    parser.add_argument("--sizes", default="500,1024,2048,4000", help="long sides of the JPEGs, px")
+    parser.add_argument("--requests", type=int, default=128, help="requests per level (at least the concurrency)")
+    parser.add_argument("--zero-shot-model", default="clip-vit-large-patch14")
+    parser.add_argument("--ceiling-batches", default="1,8,32,64")
+    parser.add_argument("--ceiling-seconds", type=float, default=3.0)
+    parser.add_argument("--no-naive", action="store_true")
+    parser.add_argument("--label", default="dev models on this machine")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "latest")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+    endpoints, levels = args.endpoints.split(","), _ints(args.concurrency)
+    images = make_images(_ints(args.sizes))
+    logs = args.out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    server = start_server(logs / "service.log") if args.serve else None
+    try:
+        url = server.url if server else args.url
+        service = measure(url, "service", endpoints, levels, args.requests, images, args.zero_shot_model)
+    finally:
+        if server:
+            stop_server(server)
+    naive: dict = {}
+    if not args.no_naive:
+        app = start_server(logs / "naive.log", command=[sys.executable, str(ROOT / "scripts" / "naive_app.py"),
+                                                        "--port", "{port}"])
+        try:
+            naive = measure(app.url, "naive", endpoints, levels, args.requests, images, args.zero_shot_model)
+        finally:
+            stop_server(app)
+    top = ceiling(endpoints, args.zero_shot_model, _ints(args.ceiling_batches), args.ceiling_seconds)
+    import torch
+
+    from serving.settings import settings
+
+    report = {
+        "label": args.label,
+        "models": {"species": settings.species_model, "aesthetic": settings.aesthetic_clip_model,
+                   "zero-shot": settings.zero_shot_l14_model if args.zero_shot_model.endswith("patch14")
+                   else settings.zero_shot_b32_model},
+        "command": " ".join(shlex.quote(a) for a in ["python", "scripts/benchmark.py", *(argv or sys.argv[1:])]),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, "
+                   + (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"),
+        "images": f"{len(images)} JPEGs: {', '.join(PHOTOS)} at long sides {args.sizes} px",
+        "service": service, "naive": naive, "ceiling": top, "summary": summarise(service, naive, top),
+    }
+    write_report(args.out, report)
+    logger.info("wrote %s", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
