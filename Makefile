@@ -16,7 +16,7 @@ BUILD_ID ?= $(shell git describe --always --dirty --abbrev=8 2>/dev/null || date
 BENTO_TAG = vision-serve:$(VERSION)-$(BUILD_ID)
 RUNNER_GPUS ?= 0.25
 
-.PHONY: install models serve test bento clean
+.PHONY: install models serve test bento bench bench-gpu clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -38,6 +38,16 @@ bento: install  ## build the versioned Bento (models registered if missing; DEV=
 	settings=$$($(PY) scripts/save_models.py all $(SAVE_ARGS)) && \
 	env $$settings RUNNER_GPUS=$(RUNNER_GPUS) $(VENV)/bin/bentoml build --version $(VERSION)-$(BUILD_ID) && \
 	echo "Built $(BENTO_TAG)"
+
+bench: install  ## benchmark vs the naive design and the ceiling with dev models (CPU figures)
+	settings=$$($(PY) scripts/save_models.py all --dev $(if $(LABELS),--labels $(LABELS)) $(if $(HEAD),--head $(HEAD))) && \
+	env $$settings $(PY) scripts/benchmark.py --serve --label "dev models, $$(nproc)-core CPU" --out docs/benchmarks/cpu-dev
+
+bench-gpu: install  ## the same on a GPU with full-size random-weight models (EVA02-L/14@336, CLIP B/16, L/14, B/32)
+	settings=$$($(PY) scripts/save_models.py all --dev --full-size $(if $(HEAD),--head $(HEAD))) && \
+	env $$settings GATEWAY_WORKERS=$$(nproc) $(PY) scripts/benchmark.py --serve --ceiling-batches 1,32,64,128,256 \
+	  --label "full-size random weights, $$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)" \
+	  --out docs/benchmarks/gpu
 
 test: install
 	$(PY) -m pytest -ra tests

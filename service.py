@@ -183,8 +183,9 @@ class Gateway:
                                templates: list[str]) -> np.ndarray:
         """Probabilities ``(N, C)`` from the runner's image and (cached) class embeddings."""
         runner = self._zero_shot_runner(model)
-        images = await asyncio.gather(*(runner.to_async.embed_images(p[None]) for p in pixels))
-        texts = await runner.to_async.class_embeddings(classes=classes, templates=templates)
+        *images, texts = await asyncio.gather(  # image and class embeddings are independent: one round trip
+            *(runner.to_async.embed_images(p[None]) for p in pixels),
+            runner.to_async.class_embeddings(classes=classes, templates=templates))
         scale = float(self.zero_shot_entries[model].info.metadata["logit_scale"])
         return probabilities(np.concatenate(images), np.asarray(texts), scale)
 

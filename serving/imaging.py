@@ -49,16 +49,17 @@ class PreprocessConfig(BaseModel):
 
 
 def draft_size(cfg: PreprocessConfig) -> int:
-    """The shorter side timm resizes to; JPEGs at least twice this are decoded at reduced scale."""
+    """The shorter side timm resizes to; JPEGs at least four times this are decoded at reduced scale."""
     return math.floor(min(cfg.height, cfg.width) / cfg.crop_pct)
 
 
 def decode_image(data: bytes, max_pixels: int, min_side: int | None = None) -> Image.Image:
     """Decode bytes into an RGB image with EXIF orientation applied.
 
-    The bytes decide the format, not any declared content type. With ``min_side``, a JPEG at least twice as
-    large is decoded by libjpeg at 1/2, 1/4 or 1/8 scale (DCT scaling), keeping its shorter side >= ``min_side``:
-    a 4000 px photo decodes several times faster, and the later resize starts from a cleaner image.
+    The bytes decide the format, not any declared content type. With ``min_side``, a JPEG at least four times as
+    large is decoded by libjpeg at 1/2, 1/4 or 1/8 scale (DCT scaling) keeping at least twice ``min_side``, so the
+    resize that follows still antialiases: a 4000 px photo decodes several times faster. Smaller images are
+    decoded in full and match timm's and open_clip's transforms exactly.
     Raises ``ServiceError`` (400, 413 or 415) with a message that says what to send instead.
     """
     if not data:
@@ -87,8 +88,8 @@ def decode_image(data: bytes, max_pixels: int, min_side: int | None = None) -> I
             f"The image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}. Downscale it first.",
         )
     try:
-        if min_side and img.format == "JPEG" and min(width, height) >= 2 * min_side:
-            img.draft("RGB", (min_side, min_side))
+        if min_side and img.format == "JPEG" and min(width, height) >= 4 * min_side:
+            img.draft("RGB", (2 * min_side, 2 * min_side))
         img.load()
         img = ImageOps.exif_transpose(img)
         return img.convert("RGB")
