@@ -31,7 +31,7 @@ from serving import model_store
 from serving.errors import ServiceError, is_overload, overloaded
 from serving.imaging import PreprocessConfig, decode_image, draft_size, preprocess
 from serving.jobs import COMPLETE, FAILED, Job, JobStore, JobWorker
-from serving.middleware import RawImageBodyMiddleware
+from serving.middleware import GuardMiddleware, RawImageBodyMiddleware
 from serving.schemas import (
     ClassifyResponse,
     JobAccepted,
@@ -378,3 +378,5 @@ api.add_api_route("/{path:path}", _no_route, methods=["GET", "POST", "PUT", "PAT
 NO_ROUTE = api.routes[-1]
 
 Gateway.add_asgi_middleware(RawImageBodyMiddleware, routes=("/classify", "/score"))
+Gateway.add_asgi_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes, api_key=settings.api_key or None,
+                            max_in_flight=settings.gateway_max_concurrency)

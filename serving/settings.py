@@ -53,6 +53,9 @@ class Settings:
     job_concurrency: int  # JOB_CONCURRENCY: jobs each gateway worker runs at once
     job_lease_s: int  # JOB_LEASE_S: a running job whose worker stops renewing this long is resumed elsewhere
     job_max_attempts: int  # JOB_MAX_ATTEMPTS: tries before a job is marked failed
+    max_body_bytes: int  # MAX_BODY_BYTES: request bodies above this get 413 before they are read
+    api_key: str  # API_KEY: when set, required as "Authorization: Bearer <key>" or "X-API-Key" (not on health routes)
+    gateway_max_concurrency: int  # GATEWAY_MAX_CONCURRENCY: requests in flight per gateway worker before 429
     max_image_pixels: int  # MAX_IMAGE_PIXELS: decoded width*height above this is refused (413)
     gateway_workers: int  # GATEWAY_WORKERS: CPU processes decoding images
     device: str  # DEVICE: "auto", "cpu" or "cuda"
@@ -77,7 +80,10 @@ class Settings:
             zero_shot_max_class_chars=_int("ZERO_SHOT_MAX_CLASS_CHARS", 200),
             zero_shot_max_templates=_int("ZERO_SHOT_MAX_TEMPLATES", 32),
             zero_shot_max_batch_images=_int("ZERO_SHOT_MAX_BATCH_IMAGES", 32),
-            max_data_uri_bytes=_int("MAX_DATA_URI_BYTES", 20_000_000),
+            max_data_uri_bytes=_int("MAX_DATA_URI_BYTES", 16_000_000),
+            max_body_bytes=_int("MAX_BODY_BYTES", 32_000_000),
+            api_key=_str("API_KEY", ""),
+            gateway_max_concurrency=_int("GATEWAY_MAX_CONCURRENCY", 1024),
             job_store_path=_str("JOB_STORE_PATH", "var/jobs.sqlite"),
             job_retention_s=_int("JOB_RETENTION_S", 86_400),
             job_concurrency=_int("JOB_CONCURRENCY", 64),
