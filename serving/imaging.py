@@ -12,7 +12,7 @@ import warnings
 from typing import Literal
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 from pydantic import BaseModel, Field
 
 from serving.errors import ServiceError
@@ -68,12 +68,12 @@ def decode_image(data: bytes, max_pixels: int, min_side: int | None = None) -> I
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ServiceError(413, "image_too_large", f"The image has more than {max_pixels} pixels.") from None
+    except Exception:  # UnidentifiedImageError, truncated headers (OSError, struct.error, EOFError, ...)
         raise ServiceError(
             400, "invalid_image", "The body is not a readable image; send JPEG, PNG or WebP bytes."
         ) from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ServiceError(413, "image_too_large", f"The image has more than {max_pixels} pixels.") from None
     if img.format not in SUPPORTED_FORMATS:
         raise ServiceError(
             415,
@@ -92,10 +92,15 @@ def decode_image(data: bytes, max_pixels: int, min_side: int | None = None) -> I
             img.draft("RGB", (2 * min_side, 2 * min_side))
         img.load()
         img = ImageOps.exif_transpose(img)
+        if img.mode in ("I;16", "I;16L", "I;16B", "I"):  # 16-bit grey: scale to 8 bits; PIL's convert would clip
+            img = Image.fromarray((np.asarray(img, dtype=np.uint32) // 257).clip(0, 255).astype(np.uint8))
         return img.convert("RGB")
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ServiceError(413, "image_too_large", f"The image has more than {max_pixels} pixels.") from None
+    except Exception as exc:  # any decoder failure is the image's fault, never a 500
         raise ServiceError(
-            400, "invalid_image", f"The {img.format} image is truncated or corrupt ({exc}); re-encode it and retry."
+            400, "invalid_image",
+            f"The {img.format} image is truncated or corrupt ({type(exc).__name__}); re-encode it and retry.",
         ) from None
 
 

@@ -63,6 +63,9 @@ class GuardMiddleware:
         headers = dict(scope["headers"])
         if self.api_key and scope["path"] not in self.OPEN_PATHS and not self._authorized(headers):
             return await self._reply(send, 401, "unauthorized", "Send the API key as 'Authorization: Bearer <key>'.")
+        content_type = headers.get(b"content-type", b"").lower()
+        if content_type.startswith(b"multipart/") and b"boundary=" not in content_type:
+            return await self._reply(send, 400, "bad_request", "A multipart body needs a boundary; send JSON or raw bytes.")
         declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
             return await self._reply(send, 413, "payload_too_large",
