@@ -109,7 +109,10 @@ def test_flood_is_shed_with_retry_after_and_the_server_recovers(guarded) -> None
         async with httpx.AsyncClient(base_url=guarded.url, headers=AUTH, timeout=120) as client:
             return await asyncio.gather(*(client.post("/classify", content=jpeg) for _ in range(n)))
 
+    tree = process_tree(guarded)
+    rss_before = sum(p.memory_info().rss for p in tree)
     responses = asyncio.run(flood(64))
+    assert sum(p.memory_info().rss for p in tree) - rss_before < 512 * 2**20  # bounded: shed, not queued
     statuses = [r.status_code for r in responses]
     assert set(statuses) <= {200, 429}, statuses
     shed = [r for r in responses if r.status_code == 429]
@@ -143,10 +146,21 @@ def test_accepted_jobs_are_never_dropped_under_a_flood(guarded) -> None:
     assert not pending, f"{len(pending)} of {len(accepted)} accepted jobs never completed"
 
 
-def test_killed_runner_fails_only_its_requests_and_comes_back(guarded) -> None:
+def test_runner_killed_mid_batch_fails_only_its_requests_and_comes_back(guarded) -> None:
     jpeg = encode(photo("chelsea"))
     runner = next(p for p in process_tree(guarded) if "SpeciesRunner" in " ".join(p.cmdline()))
-    runner.send_signal(signal.SIGKILL)
+
+    async def in_flight_then_kill() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=guarded.url, headers=AUTH, timeout=120) as client:
+            requests = [asyncio.create_task(client.post("/classify", content=jpeg)) for _ in range(4)]
+            await asyncio.sleep(0.05)  # the batch is on its way to the runner
+            runner.send_signal(signal.SIGKILL)
+            return await asyncio.gather(*requests)
+
+    for response in asyncio.run(in_flight_then_kill()):
+        assert response.status_code in (200, 503)
+        if response.status_code == 503:
+            assert_error(response, 503)
     statuses, deadline = [], time.monotonic() + 90
     while time.monotonic() < deadline:
         response = httpx.post(f"{guarded.url}/classify", content=jpeg, headers=AUTH, timeout=60)
