@@ -246,15 +246,14 @@ class JobWorker:
 
     async def _run(self, job: Job, pixels: np.ndarray) -> None:
         try:
-            if job.attempts > self.max_attempts:
-                raise _GiveUp
+            if job.attempts > self.max_attempts:  # claimed too often, e.g. it crashed its workers each time
+                msg = f"Inference failed {self.max_attempts} times; the job was given up."
+                await anyio.to_thread.run_sync(lambda: self.store.finish(job.id, FAILED, error=msg))
+                return
             result = await self.execute(job, pixels)
             await anyio.to_thread.run_sync(lambda: self.store.finish(job.id, COMPLETE, result=result))
         except asyncio.CancelledError:
             raise
-        except _GiveUp:
-            msg = f"Inference failed {self.max_attempts} times; the job was given up."
-            await anyio.to_thread.run_sync(lambda: self.store.finish(job.id, FAILED, error=msg))
         except Exception as exc:
             if is_overload(exc):  # shed by a busy runner: wait, and keep the attempt
                 await anyio.to_thread.run_sync(
@@ -270,6 +269,3 @@ class JobWorker:
         finally:
             self.active.pop(job.id, None)
 
-
-class _GiveUp(Exception):
-    """A job claimed more often than allowed (e.g. it crashed its workers each time)."""

@@ -90,3 +90,28 @@ def test_uncounted_retry_gives_the_attempt_back(store: JobStore) -> None:
     store.retry_later(job.id, "runner at capacity", delay_s=0, count_attempt=False)
     (again, _), = store.claim("h:1:a", 1)
     assert again.attempts == 1
+
+
+def test_worker_gives_up_a_job_claimed_more_often_than_allowed(tmp_path: Path) -> None:
+    import asyncio
+
+    from serving.jobs import JobWorker
+
+    store = JobStore(tmp_path / "jobs.sqlite", retention_s=60, lease_s=0.01)
+    store.init()
+    job = store.submit("m", False, PIXELS[:1], ["cat"], ["a {}."])
+    for _ in range(3):  # three workers died holding it
+        time.sleep(0.02)
+        (claimed, pixels), = store.claim("h:1:a", 1)
+    ran = []
+
+    async def execute(job, pixels):
+        ran.append(job.id)
+
+    async def ready():
+        return None
+
+    worker = JobWorker(store, execute, concurrency=1, max_attempts=2, ready=ready)
+    asyncio.run(worker._run(claimed, pixels))
+    got = store.get(job.id)
+    assert ran == [] and got.status == FAILED and "given up" in got.error
