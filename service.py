@@ -19,7 +19,6 @@ import numpy as np
 from fastapi import FastAPI, Request
 from pydantic import BaseModel, ValidationError
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Match
 
 from runners.aesthetic import SAVE_HINT as AESTHETIC_SAVE_HINT
 from runners.aesthetic import AestheticRunner
@@ -364,18 +363,6 @@ class Gateway:
         """The zero-shot models this server runs."""
         return await self._models()
 
-
-async def _no_route(request: Request) -> Response:
-    """Unmatched paths and methods under /api answer in the service's JSON error shape."""
-    wrong_method = any(r.matches(request.scope)[0] == Match.PARTIAL for r in api.routes if r is not NO_ROUTE)
-    status, error = (405, "method_not_allowed") if wrong_method else (404, "not_found")
-    return JSONResponse({"error": error, "detail": f"No route {request.method} {request.url.path}; see /docs."},
-                        status_code=status)
-
-
-# Added after the class so BentoML's route rewrite keeps it last; BentoML routes into /api only on a match.
-api.add_api_route("/{path:path}", _no_route, methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
-NO_ROUTE = api.routes[-1]
 
 Gateway.add_asgi_middleware(RawImageBodyMiddleware, routes=("/classify", "/score"))
 Gateway.add_asgi_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes, api_key=settings.api_key or None,

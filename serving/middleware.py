@@ -78,7 +78,7 @@ class GuardMiddleware:
                                          f"The body passed the limit of {self.max_body_bytes} bytes.")
             receive = _replay(body)
         if scope["path"] in self.OPEN_PATHS or self.max_in_flight is None:
-            return await self.app(scope, receive, _shape_errors(send))
+            return await self.app(scope, receive, _shape_errors(send, scope))
         if self.in_flight >= self.max_in_flight:  # shed instead of queueing without bound
             for message in _json(429, "overloaded", "Too many requests in flight; retry after the Retry-After seconds.",
                                  [(b"retry-after", b"1")]):
@@ -86,7 +86,7 @@ class GuardMiddleware:
             return
         self.in_flight += 1
         try:
-            await self.app(scope, receive, _shape_errors(send))
+            await self.app(scope, receive, _shape_errors(send, scope))
         finally:
             self.in_flight -= 1
 
@@ -134,7 +134,7 @@ ERROR_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "
                422: "invalid_request", 429: "overloaded", 500: "internal_error", 503: "unavailable"}
 
 
-def _error_body(status: int, body: bytes) -> bytes | None:
+def _error_body(status: int, body: bytes, request_line: str) -> bytes | None:
     """The service's ``{"error", "detail"}`` body for an error BentoML or Starlette wrote, or None if it has one."""
     try:
         payload = json.loads(body or b"null")
@@ -147,10 +147,12 @@ def _error_body(status: int, body: bytes) -> bytes | None:
     message = payload.get("error") if isinstance(payload, dict) else payload
     if status == 429:
         message = "Too many requests in flight; retry after the Retry-After seconds."
+    elif status in (404, 405):  # the router's own answer for an unknown path or method
+        message = f"No route {request_line}; see /docs."
     return json.dumps({"error": ERROR_CODES.get(status, "error"), "detail": str(message or "")[:500]}).encode()
 
 
-def _shape_errors(send: Callable) -> Callable:
+def _shape_errors(send: Callable, scope: Scope) -> Callable:
     """Every 4xx/5xx leaves in the service's error shape; shed requests (429, 503) carry Retry-After."""
     held: dict | None = None
     chunks: list[bytes] = []
@@ -167,7 +169,7 @@ def _shape_errors(send: Callable) -> Callable:
             return
         start, held, body = held, None, b"".join(chunks)
         headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
-        if (shaped := _error_body(start["status"], body)) is not None:
+        if (shaped := _error_body(start["status"], body, f'{scope.get("method")} {scope.get("path")}')) is not None:
             body = shaped
             headers = [(k, v) for k, v in headers if k.lower() != b"content-type"] + [
                 (b"content-type", b"application/json")]

@@ -37,3 +37,14 @@ def test_bad_input_gets_json_4xx(server, endpoint, name, body, headers, status, 
     assert set(payload) == {"error", "detail"}
     assert payload["error"] == error and payload["detail"]
     assert "Traceback" not in response.text
+
+
+@pytest.mark.parametrize("method,path,status,error", [
+    ("GET", "/api/foo", 404, "not_found"),
+    ("POST", "/no/such/route", 404, "not_found"),
+    ("DELETE", "/api/tasks/zero-shot-image-classification/models", 405, "method_not_allowed"),
+])
+def test_unknown_routes_and_methods_get_json_errors(server, method, path, status, error) -> None:
+    response = httpx.request(method, f"{server.url}{path}", timeout=30)
+    assert response.status_code == status
+    assert response.json() == {"error": error, "detail": f"No route {method} {path}; see /docs."}
