@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from runners._clip import load_clip
-from runners._torch import autocast, pick_device, runner_config, to_normalised
+from runners._torch import InferenceThread, autocast, pick_device, runner_config, to_normalised
 from serving import model_store
 from serving.settings import settings
 
@@ -58,8 +58,9 @@ class AestheticRunner:
         clip = model_store.require(settings.aesthetic_clip_model, SAVE_HINT)
         head = model_store.require(settings.aesthetic_head_model, SAVE_HINT)
         self.device = pick_device(settings.device)
-        self.clip, self.head, self.cfg = load_aesthetic(Path(clip.path), Path(head.path), self.device)
-        self.score(np.zeros((1, self.cfg.height, self.cfg.width, 3), np.uint8))  # warm-up
+        self.thread = InferenceThread("aesthetic")
+        self.clip, self.head, self.cfg = self.thread.call(load_aesthetic, Path(clip.path), Path(head.path), self.device)
+        self.thread.call(self._score, np.zeros((1, self.cfg.height, self.cfg.width, 3), np.uint8))  # warm-up
         logger.info("AestheticRunner ready: %s + %s on %s", clip.tag, head.tag, self.device)
 
     def _embed(self, images: np.ndarray) -> torch.Tensor:
@@ -69,21 +70,24 @@ class AestheticRunner:
             features = self.clip.encode_image(to_normalised(images, self.cfg.mean, self.cfg.std, self.device))
         return torch.nn.functional.normalize(features.float(), dim=-1)
 
+    def _score(self, images: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return self.head(self._embed(images)).squeeze(-1).float().cpu().numpy()
+
     @bentoml.api(batchable=True, batch_dim=0, max_batch_size=settings.aesthetic_max_batch_size,
                  max_latency_ms=settings.aesthetic_max_latency_ms)
-    def embed(self, images: np.ndarray) -> np.ndarray:
+    async def embed(self, images: np.ndarray) -> np.ndarray:
         """uint8 ``(N, H, W, 3)`` -> L2-normalised CLIP ViT-B/16 embeddings ``(N, 512)`` float32."""
-        out = self._embed(images).cpu().numpy()
+        out = await self.thread.run(lambda: self._embed(images).cpu().numpy())
         if len(out) != len(images):
             raise RuntimeError(f"model returned {len(out)} embeddings for {len(images)} images")
         return out
 
     @bentoml.api(batchable=True, batch_dim=0, max_batch_size=settings.aesthetic_max_batch_size,
                  max_latency_ms=settings.aesthetic_max_latency_ms)
-    def score(self, images: np.ndarray) -> np.ndarray:
+    async def score(self, images: np.ndarray) -> np.ndarray:
         """uint8 ``(N, H, W, 3)`` -> raw (unclamped) aesthetic scores ``(N,)`` float32."""
-        with torch.inference_mode():
-            out = self.head(self._embed(images)).squeeze(-1).float().cpu().numpy()
+        out = await self.thread.run(self._score, images)
         if len(out) != len(images):
             raise RuntimeError(f"model returned {len(out)} scores for {len(images)} images")
         return out

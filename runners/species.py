@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 
-from runners._torch import autocast, pick_device, runner_config, to_normalised
+from runners._torch import InferenceThread, autocast, pick_device, runner_config, to_normalised
 from serving import model_store
 from serving.imaging import PreprocessConfig
 from serving.settings import settings
@@ -61,8 +61,9 @@ class SpeciesRunner:
     def __init__(self) -> None:
         stored = model_store.require(settings.species_model, SAVE_HINT)
         self.device = pick_device(settings.device)
-        self.model, self.labels, self.cfg = load_species(Path(stored.path), self.device)
-        self._infer(np.zeros((1, self.cfg.height, self.cfg.width, 3), np.uint8))  # warm-up
+        self.thread = InferenceThread("species")
+        self.model, self.labels, self.cfg = self.thread.call(load_species, Path(stored.path), self.device)
+        self.thread.call(self._infer, np.zeros((1, self.cfg.height, self.cfg.width, 3), np.uint8))  # warm-up
         logger.info("SpeciesRunner ready: %s on %s", stored.tag, self.device)
 
     def _infer(self, images: np.ndarray) -> list[TopK]:
@@ -78,9 +79,9 @@ class SpeciesRunner:
         max_batch_size=settings.species_max_batch_size,
         max_latency_ms=settings.species_max_latency_ms,
     )
-    def predict(self, images: np.ndarray) -> list[TopK]:
+    async def predict(self, images: np.ndarray) -> list[TopK]:
         """uint8 ``(N, H, W, 3)`` -> one ``TopK`` per image, in input order."""
-        results = self._infer(images)
+        results = await self.thread.run(self._infer, images)
         if len(results) != len(images):
             raise RuntimeError(f"model returned {len(results)} results for {len(images)} images")
         return results

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from runners._clip import load_clip
-from runners._torch import autocast, pick_device, runner_config, to_normalised
+from runners._torch import InferenceThread, autocast, pick_device, runner_config, to_normalised
 from serving import model_store
 from serving.imaging import PreprocessConfig
 from serving.settings import settings
@@ -83,12 +83,14 @@ def make_zero_shot_runner(service_name: str, tag: str, max_batch_size: int, max_
         def __init__(self) -> None:
             stored = model_store.require(tag, SAVE_HINT)
             self.device = pick_device(settings.device)
-            self.model, self.tokenizer, self.cfg, self.logit_scale = load_zero_shot(Path(stored.path), self.device)
+            self.thread = InferenceThread(service_name)
+            self.model, self.tokenizer, self.cfg, self.logit_scale = self.thread.call(
+                load_zero_shot, Path(stored.path), self.device)
             self.cache = LRU(settings.zero_shot_text_cache)
             self.described = {**model_store.describe(stored), "logit_scale": self.logit_scale,
                               "preprocess": self.cfg.model_dump(mode="json")}
-            self.embed_images(np.zeros((1, self.cfg.height, self.cfg.width, 3), np.uint8))  # warm-up
-            self._encode_texts(["a photo of a warm-up."])
+            self.thread.call(self._encode_images, np.zeros((1, self.cfg.height, self.cfg.width, 3), np.uint8))
+            self.thread.call(self._encode_texts, ["a photo of a warm-up."])  # warm-up of both towers
             logger.info("%s ready: %s on %s", service_name, stored.tag, self.device)
 
         def _encode_texts(self, texts: list[str]) -> np.ndarray:
@@ -97,27 +99,33 @@ def make_zero_shot_runner(service_name: str, tag: str, max_batch_size: int, max_
                 features = self.model.encode_text(tokens)
             return torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()
 
-        @bentoml.api(batchable=True, batch_dim=0, max_batch_size=max_batch_size, max_latency_ms=max_latency_ms)
-        def embed_images(self, images: np.ndarray) -> np.ndarray:
-            """uint8 ``(N, H, W, 3)`` -> L2-normalised image embeddings ``(N, D)`` float32."""
+        def _encode_images(self, images: np.ndarray) -> np.ndarray:
             with torch.inference_mode(), autocast(self.device):
                 features = self.model.encode_image(to_normalised(images, self.cfg.mean, self.cfg.std, self.device))
-            out = torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()
+            return torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()
+
+        @bentoml.api(batchable=True, batch_dim=0, max_batch_size=max_batch_size, max_latency_ms=max_latency_ms)
+        async def embed_images(self, images: np.ndarray) -> np.ndarray:
+            """uint8 ``(N, H, W, 3)`` -> L2-normalised image embeddings ``(N, D)`` float32."""
+            out = await self.thread.run(self._encode_images, images)
             if len(out) != len(images):
                 raise RuntimeError(f"model returned {len(out)} embeddings for {len(images)} images")
             return out
 
         @bentoml.api(batchable=True, batch_dim=0, max_batch_size=max_batch_size, max_latency_ms=max_latency_ms)
-        def embed_texts(self, texts: list[str]) -> np.ndarray:
+        async def embed_texts(self, texts: list[str]) -> np.ndarray:
             """Strings -> L2-normalised text embeddings ``(N, D)`` float32."""
-            out = self._encode_texts(list(texts))
+            out = await self.thread.run(self._encode_texts, list(texts))
             if len(out) != len(texts):
                 raise RuntimeError(f"model returned {len(out)} embeddings for {len(texts)} texts")
             return out
 
         @bentoml.api
-        def class_embeddings(self, classes: list[str], templates: list[str]) -> np.ndarray:
+        async def class_embeddings(self, classes: list[str], templates: list[str]) -> np.ndarray:
             """One L2-normalised embedding per class: the mean of its normalised prompt embeddings, renormalised."""
+            return await self.thread.run(self._class_embeddings, classes, templates)
+
+        def _class_embeddings(self, classes: list[str], templates: list[str]) -> np.ndarray:
             key_base = tuple(templates)
             found = {c: self.cache.get((key_base, c)) for c in classes}
             missing = [c for c, v in found.items() if v is None]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 import numpy as np
@@ -92,12 +93,15 @@ def test_repeated_class_lists_cost_no_text_tower_work(zero_shot_models) -> None:
     runner._encode_texts = lambda texts: calls.append(list(texts)) or encode(texts)
     templates = ["a photo of a {}.", "a drawing of a {}."]
 
-    first = runner.class_embeddings(classes=["cat", "dog"], templates=templates)
+    def class_embeddings(classes: list[str], templates: list[str]) -> np.ndarray:
+        return asyncio.run(runner.class_embeddings(classes=classes, templates=templates))
+
+    first = class_embeddings(["cat", "dog"], templates)
     assert calls == [["a photo of a cat.", "a drawing of a cat.", "a photo of a dog.", "a drawing of a dog."]]
-    again = runner.class_embeddings(classes=["dog", "cat"], templates=templates)
+    again = class_embeddings(["dog", "cat"], templates)
     assert len(calls) == 1 and np.array_equal(again, first[::-1])
-    runner.class_embeddings(classes=["cat", "owl"], templates=templates)
+    class_embeddings(["cat", "owl"], templates)
     assert calls[-1] == ["a photo of a owl.", "a drawing of a owl."]  # only the new class is encoded
-    runner.class_embeddings(classes=["cat"], templates=templates[:1])
+    class_embeddings(["cat"], templates[:1])
     assert calls[-1] == ["a photo of a cat."]  # another template set is another cache key
     np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, rtol=1e-5)

@@ -1,0 +1,78 @@
+"""Every runner does all of its torch work on one thread, whichever thread calls its API.
+
+A second thread calling torch gives the process a second OpenMP team, and libgomp then stops spin-waiting: on
+2 cores a dev EVA02 forward went from 28.7 ms to 50 ms (see runners/_torch.InferenceThread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+
+from runners._torch import InferenceThread
+
+
+def record_forward_threads(module: torch.nn.Module, seen: set[int]) -> None:
+    module.register_forward_pre_hook(lambda *_: seen.add(threading.get_ident()))
+
+
+def call_from_several_threads(coro_fn, n: int = 3) -> list:
+    """Run ``coro_fn()`` on the main thread and on ``n`` other threads, each with its own event loop."""
+    results = [asyncio.run(coro_fn())]
+    with ThreadPoolExecutor(n) as pool:
+        results += list(pool.map(lambda _: asyncio.run(coro_fn()), range(n)))
+    return results
+
+
+def test_inference_thread_runs_everything_on_one_thread() -> None:
+    thread = InferenceThread("test")
+    first = thread.call(threading.get_ident)
+    later = call_from_several_threads(lambda: thread.run(threading.get_ident))
+    assert first != threading.get_ident() and set(later) == {first}
+    with pytest.raises(ZeroDivisionError):  # errors reach the caller
+        asyncio.run(thread.run(lambda: 1 / 0))
+
+
+def test_species_runner_forwards_on_its_inference_thread(species_dev_model) -> None:
+    from runners.species import SpeciesRunner
+
+    runner = SpeciesRunner.inner()
+    seen: set[int] = set()
+    record_forward_threads(runner.model, seen)
+    images = np.zeros((2, runner.cfg.height, runner.cfg.width, 3), np.uint8)
+    results = call_from_several_threads(lambda: runner.predict(images))
+    assert all(len(r) == 2 for r in results)
+    assert seen == {runner.thread.call(threading.get_ident)}
+
+
+def test_aesthetic_runner_forwards_on_its_inference_thread(aesthetic_models) -> None:
+    from runners.aesthetic import AestheticRunner
+
+    runner = AestheticRunner.inner()
+    seen: set[int] = set()
+    record_forward_threads(runner.clip.visual, seen)
+    images = np.zeros((3, runner.cfg.height, runner.cfg.width, 3), np.uint8)
+    scores = call_from_several_threads(lambda: runner.score(images))
+    embeddings = call_from_several_threads(lambda: runner.embed(images))
+    assert all(s.shape == (3,) for s in scores) and all(e.shape == (3, 512) for e in embeddings)
+    assert seen == {runner.thread.call(threading.get_ident)}
+
+
+def test_zero_shot_runner_forwards_on_its_inference_thread(zero_shot_models) -> None:
+    from runners.zero_shot import OpenClipB32Runner
+
+    runner = OpenClipB32Runner.inner()
+    seen: set[int] = set()
+    record_forward_threads(runner.model.visual, seen)
+    record_forward_threads(runner.model.transformer, seen)
+    images = np.zeros((2, runner.cfg.height, runner.cfg.width, 3), np.uint8)
+    image_emb = call_from_several_threads(lambda: runner.embed_images(images))
+    text_emb = call_from_several_threads(lambda: runner.embed_texts(["a cat", "a dog"]))
+    classes = call_from_several_threads(lambda: runner.class_embeddings(["cat", "owl"], ["a photo of a {}."]))
+    assert all(len(e) == 2 for e in image_emb + text_emb + classes)
+    assert seen == {runner.thread.call(threading.get_ident)}
