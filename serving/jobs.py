@@ -9,6 +9,7 @@ retention period, however often they are read.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
@@ -19,7 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterator
 
 import anyio
 import numpy as np
@@ -30,14 +31,17 @@ logger = logging.getLogger(__name__)
 
 STARTING, RUNNING, COMPLETE, FAILED = "starting", "running", "complete", "failed"
 
+# Pixels live in their own table: SQLite rewrites a whole row on UPDATE, so keeping them in ``jobs`` made every
+# claim and lease renewal copy the image (a claim took 3.1 ms with a 224 px image, 0.3 ms without).
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, model TEXT NOT NULL, batched INTEGER NOT NULL, status TEXT NOT NULL,
-    pixels BLOB, classes TEXT NOT NULL, templates TEXT NOT NULL, result TEXT, error TEXT,
+    classes TEXT NOT NULL, templates TEXT NOT NULL, result TEXT, error TEXT,
     attempts INTEGER NOT NULL DEFAULT 0, owner TEXT, lease_until REAL, not_before REAL NOT NULL DEFAULT 0,
     created_at REAL NOT NULL, updated_at REAL NOT NULL, expires_at REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, created_at);
+CREATE TABLE IF NOT EXISTS job_inputs (id TEXT PRIMARY KEY, pixels BLOB NOT NULL);
 """
 _COLUMNS = "id, model, batched, status, classes, templates, result, error, attempts, created_at, updated_at, expires_at"
 
@@ -92,6 +96,7 @@ class JobStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self._connect() as conn:
                 conn.executescript(_SCHEMA)
+                _migrate_inline_pixels(conn)
                 conn.execute("CREATE TABLE IF NOT EXISTS probe (x)")
                 conn.execute("DROP TABLE probe")
         except (OSError, sqlite3.Error) as exc:
@@ -99,14 +104,14 @@ class JobStore:
                                "file on a local disk with free space.") from None
 
     def submit(self, model: str, batched: bool, pixels: np.ndarray, classes: list[str], templates: list[str]) -> Job:
-        """Persist a new job and return it; the row is durable when this returns."""
+        """Persist a new job and its pixels and return it; both are durable when this returns."""
         now, job_id = time.time(), str(uuid.uuid4())
-        with self._connect() as conn:
+        with self._connect() as conn, _transaction(conn):
+            conn.execute("INSERT INTO job_inputs (id, pixels) VALUES (?, ?)", (job_id, _pack(pixels)))
             conn.execute(
-                "INSERT INTO jobs (id, model, batched, status, pixels, classes, templates, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (job_id, model, int(batched), STARTING, _pack(pixels), json.dumps(classes), json.dumps(templates),
-                 now, now),
+                "INSERT INTO jobs (id, model, batched, status, classes, templates, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (job_id, model, int(batched), STARTING, json.dumps(classes), json.dumps(templates), now, now),
             )
         return Job(job_id, model, batched, STARTING, classes, templates, None, None, 0, now, now, None)
 
@@ -121,14 +126,22 @@ class JobStore:
         """Lease up to ``limit`` runnable jobs (queued, or running under a lapsed lease) to ``owner``."""
         now = time.time()
         with self._connect() as conn:
-            rows = conn.execute(
+            jobs = [Job.from_row(r) for r in conn.execute(
                 f"UPDATE jobs SET status = ?, owner = ?, lease_until = ?, attempts = attempts + 1, updated_at = ?"
                 f" WHERE id IN (SELECT id FROM jobs WHERE (status = ? AND not_before <= ?)"
                 f" OR (status = ? AND lease_until < ?) ORDER BY created_at LIMIT ?)"
-                f" RETURNING {_COLUMNS}, pixels",
+                f" RETURNING {_COLUMNS}",
                 (RUNNING, owner, now + self.lease_s, now, STARTING, now, RUNNING, now, limit),
-            ).fetchall()
-        return [(Job.from_row(r[:-1]), _unpack(r[-1])) for r in rows]
+            ).fetchall()]
+            pixels = dict(conn.execute(f"SELECT id, pixels FROM job_inputs WHERE id IN ({','.join('?' * len(jobs))})",
+                                       [j.id for j in jobs]).fetchall()) if jobs else {}
+        claimed = []
+        for job in jobs:
+            if job.id in pixels:
+                claimed.append((job, _unpack(pixels[job.id])))
+            else:  # cannot happen through this class; a hand-edited store must not wedge the queue
+                self.finish(job.id, FAILED, error="The job's image is missing from the job store; submit it again.")
+        return claimed
 
     def renew(self, owner: str, job_ids: list[str]) -> None:
         """Extend the leases ``owner`` holds on ``job_ids``."""
@@ -140,13 +153,15 @@ class JobStore:
     def finish(self, job_id: str, status: str, result: Any = None, error: str | None = None) -> None:
         """Mark a running job complete or failed; the pixels are dropped and the retention clock starts."""
         now = time.time()
-        with self._connect() as conn:
-            conn.execute(
-                "UPDATE jobs SET status = ?, result = ?, error = ?, pixels = NULL, owner = NULL, updated_at = ?,"
+        with self._connect() as conn, _transaction(conn):
+            done = conn.execute(
+                "UPDATE jobs SET status = ?, result = ?, error = ?, owner = NULL, updated_at = ?,"
                 " expires_at = ? WHERE id = ? AND status = ?",
                 (status, json.dumps(result) if result is not None else None, error, now, now + self.retention_s,
                  job_id, RUNNING),
-            )
+            ).rowcount
+            if done:
+                conn.execute("DELETE FROM job_inputs WHERE id = ?", (job_id,))
 
     def retry_later(self, job_id: str, error: str, delay_s: float, count_attempt: bool = True) -> None:
         """Put a running job back in the queue after ``delay_s``; an uncounted retry gives the attempt back."""
@@ -174,6 +189,29 @@ class JobStore:
     def counts(self) -> dict[str, int]:
         with self._connect() as conn:
             return dict(conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall())
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction (the connections are in autocommit mode)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _migrate_inline_pixels(conn: sqlite3.Connection) -> None:
+    """Stores written before pixels had their own table: move the pixels of unfinished jobs across, once."""
+    with _transaction(conn):  # every gateway worker runs this at start: check inside the lock
+        if "pixels" not in [row[1] for row in conn.execute("PRAGMA table_info(jobs)")]:
+            return
+        moved = conn.execute("INSERT OR IGNORE INTO job_inputs (id, pixels) SELECT id, pixels FROM jobs"
+                             " WHERE pixels IS NOT NULL").rowcount
+        conn.execute("ALTER TABLE jobs DROP COLUMN pixels")
+    logger.info("Job store upgraded: the pixels of %d unfinished job(s) moved to job_inputs", moved)
 
 
 def _pid_alive(pid: int) -> bool:

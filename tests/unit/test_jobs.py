@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -115,3 +117,39 @@ def test_worker_gives_up_a_job_claimed_more_often_than_allowed(tmp_path: Path) -
     asyncio.run(worker._run(claimed, pixels))
     got = store.get(job.id)
     assert ran == [] and got.status == FAILED and "given up" in got.error
+
+
+def test_finished_jobs_drop_their_pixels_and_resumed_jobs_keep_them(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "jobs.sqlite", retention_s=60, lease_s=0.2)
+    store.init()
+    done, resumed = (store.submit("m", False, PIXELS[i:i + 1], ["cat"], ["a {}."]) for i in range(2))
+    store.claim("other-host:1:a", 2)
+    store.finish(done.id, COMPLETE, result={"probabilities": [1.0]})
+    time.sleep(0.3)  # the other host's lease on the second job lapses
+    (job, pixels), = store.claim("h:2:b", 5)
+    assert job.id == resumed.id and np.array_equal(pixels, PIXELS[1:2])
+    with sqlite3.connect(store.path) as conn:
+        assert [r[0] for r in conn.execute("SELECT id FROM job_inputs")] == [resumed.id]
+
+
+def test_a_store_from_before_job_inputs_is_upgraded_without_losing_queued_work(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite"
+    with sqlite3.connect(path) as conn:  # the schema as released before pixels had their own table
+        conn.executescript(
+            "CREATE TABLE jobs (id TEXT PRIMARY KEY, model TEXT NOT NULL, batched INTEGER NOT NULL, status TEXT NOT"
+            " NULL, pixels BLOB, classes TEXT NOT NULL, templates TEXT NOT NULL, result TEXT, error TEXT, attempts"
+            " INTEGER NOT NULL DEFAULT 0, owner TEXT, lease_until REAL, not_before REAL NOT NULL DEFAULT 0,"
+            " created_at REAL NOT NULL, updated_at REAL NOT NULL, expires_at REAL);"
+            "CREATE INDEX jobs_queue ON jobs (status, created_at);")
+        buf = io.BytesIO()
+        np.save(buf, PIXELS, allow_pickle=False)
+        conn.execute("INSERT INTO jobs (id, model, batched, status, pixels, classes, templates, created_at,"
+                     " updated_at) VALUES ('00000000-0000-4000-8000-000000000001', 'm', 1, 'starting', ?, '[\"cat\"]',"
+                     " '[\"a {}.\"]', 1, 1)", (buf.getvalue(),))
+    stores = [JobStore(path, retention_s=60, lease_s=5) for _ in range(2)]
+    for s in stores:  # every gateway worker runs init(); the second finds the upgrade done
+        s.init()
+    (job, pixels), = stores[0].claim("h:1:a", 5)
+    assert job.classes == ["cat"] and job.batched and np.array_equal(pixels, PIXELS)
+    stores[0].finish(job.id, COMPLETE, result={"probabilities": [[1.0], [1.0]]})
+    assert stores[1].get(job.id).status == COMPLETE
