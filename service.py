@@ -29,7 +29,7 @@ from runners.zero_shot import ClipL14Runner, OpenClipB32Runner
 from serving import model_store
 from serving.errors import ServiceError, is_overload, overloaded
 from serving.imaging import PreprocessConfig, decode_image, draft_size, preprocess
-from serving.jobs import COMPLETE, FAILED, Job, JobStore, JobWorker
+from serving.jobs import COMPLETE, FAILED, Job, JobStore, JobWorker, wait_until_final
 from serving.middleware import GuardMiddleware, RawImageBodyMiddleware
 from serving.schemas import (
     ClassifyResponse,
@@ -48,6 +48,7 @@ from serving.zero_shot import (
     ZeroShotJobRequest,
     check_classes,
     check_templates,
+    check_wait,
     decode_data_uri,
     probabilities,
 )
@@ -200,12 +201,13 @@ class Gateway:
             self.worker.notify()
         return JobAccepted(id=job.id, status=job.status)
 
-    async def _status(self, job_id: str) -> JobStatus:
+    async def _status(self, job_id: str, wait: str | float | None = None) -> JobStatus:
+        """The job's status; with ``wait`` seconds, held until the job is complete or failed, or the time is up."""
         try:
             uuid.UUID(job_id)
         except ValueError:
             raise ServiceError(404, "unknown_job", "Job ids are UUIDs as returned on submission.") from None
-        job = await anyio.to_thread.run_sync(self.jobs.get, job_id)
+        job = await wait_until_final(self.jobs, job_id, check_wait(wait), self.worker)
         if job is None:
             raise ServiceError(404, "unknown_job", f"No job {job_id}; it never existed or its retention has passed.")
         return job_status(job)
@@ -238,10 +240,14 @@ class Gateway:
                                 request, BatchedZeroShotJobRequest, model, status=202)
 
     @api.get(TASK + "/jobs/{job_id}", response_model=JobStatus)
-    async def rest_job(self, job_id: str) -> Response:
-        """A job's status, with its result once complete; readable until its retention passes."""
+    async def rest_job(self, job_id: str, wait: str | None = None) -> Response:
+        """A job's status, with its result once complete; readable until its retention passes.
+
+        ``?wait=S`` (0 to 30 s) holds the request until the job is complete or failed, so a client needs no
+        polling loop; it answers with the current status when the time is up.
+        """
         try:
-            return JSONResponse((await self._status(job_id)).model_dump(mode="json", exclude_none=True))
+            return JSONResponse((await self._status(job_id, wait)).model_dump(mode="json", exclude_none=True))
         except ServiceError as err:
             return err.to_response()
 
@@ -351,10 +357,10 @@ class Gateway:
             return _fail(ctx, err)
 
     @bentoml.api
-    async def zero_shot_job(self, id: str, ctx: bentoml.Context = None) -> JobStatus:  # noqa: A002
-        """A job's status, and its result once complete."""
+    async def zero_shot_job(self, id: str, wait: float = 0, ctx: bentoml.Context = None) -> JobStatus:  # noqa: A002
+        """A job's status, and its result once complete; ``wait`` seconds (0-30) hold the call until it finishes."""
         try:
-            return JSONResponse((await self._status(id)).model_dump(mode="json", exclude_none=True))
+            return JSONResponse((await self._status(id, wait)).model_dump(mode="json", exclude_none=True))
         except ServiceError as err:
             return _fail(ctx, err)
 

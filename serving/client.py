@@ -19,7 +19,7 @@ from typing import Sequence
 
 import httpx
 
-from serving.schemas import ClassifyResponse, JobAccepted, JobStatus, ScoreResponse, ZeroShotResult
+from serving.schemas import MAX_WAIT_S, ClassifyResponse, JobAccepted, JobStatus, ScoreResponse, ZeroShotResult
 
 TASK = "/api/tasks/zero-shot-image-classification"
 Image = bytes | Path
@@ -87,17 +87,20 @@ class VisionClient:
         body.update(classes=list(classes), config=config)
         return JobAccepted.model_validate(self._check(self.http.post(path, json=body)))
 
-    def job(self, job_id: str) -> JobStatus:
-        """A job's status, with its result once complete."""
-        return JobStatus.model_validate(self._check(self.http.get(f"{TASK}/jobs/{job_id}")))
+    def job(self, job_id: str, wait: float = 0) -> JobStatus:
+        """A job's status, with its result once complete; ``wait`` (up to 30 s) lets the server hold the answer
+        until the job is complete or failed."""
+        response = self.http.get(f"{TASK}/jobs/{job_id}", params={"wait": wait} if wait else None,
+                                 timeout=self.http.timeout.read + wait if self.http.timeout.read else None)
+        return JobStatus.model_validate(self._check(response))
 
-    def wait(self, job_id: str, timeout: float = 300, poll_s: float = 0.2) -> JobStatus:
-        """Poll until the job is complete or failed."""
+    def wait(self, job_id: str, timeout: float = 300) -> JobStatus:
+        """The job once complete or failed; the server holds each request up to 30 s, so there is no polling delay."""
         deadline = time.monotonic() + timeout
-        while (status := self.job(job_id)).status in ("starting", "running"):
-            if time.monotonic() > deadline:
+        while (status := self.job(job_id, wait=min(MAX_WAIT_S, max(0.0, deadline - time.monotonic())))).status in (
+                "starting", "running"):
+            if time.monotonic() >= deadline:
                 raise TimeoutError(f"job {job_id} still {status.status} after {timeout}s")
-            time.sleep(poll_s)
         return status
 
     def zero_shot(self, model: str, image: Image, classes: Sequence[str],

@@ -234,6 +234,7 @@ class JobWorker:
         self.host = socket.gethostname()
         self.owner = f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.active: dict[str, asyncio.Task] = {}
+        self._watchers: dict[str, set[asyncio.Future]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
 
@@ -243,6 +244,19 @@ class JobWorker:
     def notify(self) -> None:
         """A job was submitted: look for work now rather than at the next poll."""
         self._wake.set()
+
+    def watch(self, job_id: str) -> asyncio.Future:
+        """A future resolved when this worker stops running ``job_id`` (finished, failed or requeued)."""
+        future = asyncio.get_running_loop().create_future()
+        self._watchers.setdefault(job_id, set()).add(future)
+        return future
+
+    def unwatch(self, job_id: str, future: asyncio.Future) -> None:
+        watchers = self._watchers.get(job_id)
+        if watchers is not None:
+            watchers.discard(future)
+            if not watchers:
+                del self._watchers[job_id]
 
     async def stop(self) -> None:
         if self._task:
@@ -306,4 +320,31 @@ class JobWorker:
                 await anyio.to_thread.run_sync(lambda: self.store.retry_later(job.id, msg, delay))
         finally:
             self.active.pop(job.id, None)
+            for future in self._watchers.pop(job.id, ()):
+                if not future.done():
+                    future.set_result(None)
+
+
+async def wait_until_final(store: JobStore, job_id: str, wait_s: float, worker: JobWorker | None = None) -> Job | None:
+    """The job once complete or failed, or as it stands after ``wait_s`` (None when unknown).
+
+    Wakes as soon as ``worker`` (this process) finishes the job; jobs run by other processes are re-read with a
+    backoff from 5 to 250 ms.
+    """
+    deadline, delay = time.monotonic() + wait_s, 0.005
+    while True:
+        future = worker.watch(job_id) if worker else None  # before the read, so a finish in between wakes us
+        try:
+            job = await anyio.to_thread.run_sync(store.get, job_id)
+            left = deadline - time.monotonic()
+            if job is None or job.status in (COMPLETE, FAILED) or left <= 0:
+                return job
+            if future is None:
+                await asyncio.sleep(min(delay, left))
+            else:
+                await asyncio.wait({future}, timeout=min(delay, left))
+            delay = min(delay * 2, 0.25)
+        finally:
+            if future is not None:
+                worker.unwatch(job_id, future)
 

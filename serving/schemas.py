@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+MAX_WAIT_S = 30.0  # longest a job status read may be held open for the job to finish (``?wait=``)
+
 
 class Prediction(BaseModel):
     species: str = Field(description="Scientific name, e.g. 'Cardinalis cardinalis'")

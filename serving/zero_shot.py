@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import re
 from typing import Sequence
 
@@ -11,6 +12,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from serving.errors import ServiceError
+from serving.schemas import MAX_WAIT_S
 from serving.settings import settings
 
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
@@ -103,3 +105,15 @@ def probabilities(image_embeddings: np.ndarray, class_embeddings: np.ndarray, lo
     logits -= logits.max(axis=-1, keepdims=True)
     exp = np.exp(logits)
     return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def check_wait(wait: str | float | None) -> float:
+    """Seconds a status read may wait for the job to finish: 0 (answer at once) to MAX_WAIT_S."""
+    try:
+        value = float(0 if wait is None or wait == "" else wait)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not 0 <= value <= MAX_WAIT_S:
+        raise ServiceError(400, "invalid_wait", f"wait is how many seconds to hold the request until the job is "
+                           f"complete or failed: a number from 0 to {MAX_WAIT_S:g}; got {str(wait)[:50]!r}.")
+    return value

@@ -30,5 +30,8 @@ def test_benchmark_smoke_run_writes_comparable_results(server, tmp_path: Path) -
         summary = report["summary"][endpoint]
         assert set(summary["throughput_ratio_vs_naive"]) == {"1", "2"}  # JSON keys
         assert isinstance(summary["overhead_ms_at_c1"], float)
+        bare_ms = report["ceiling"][endpoint]["batch1_ms"]
+        assert 0 < bare_ms and summary["added_ms_over_bare_model_at_c1"] == pytest.approx(
+            report["service"][endpoint][0]["p50_ms"] - bare_ms, abs=0.051)
     assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "scripts/benchmark.py --url" in (out / "results.md").read_text()

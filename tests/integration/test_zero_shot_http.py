@@ -225,3 +225,32 @@ def test_client_errors_keep_the_json_shape(server) -> None:
     assert response.status_code == 404 and response.json()["error"] == "unknown_model"
     response = httpx.post(f"{server.url}/zero_shot_job", json={"id": str(uuid.uuid4())})
     assert response.status_code == 404 and response.json()["error"] == "unknown_job"
+
+
+def test_wait_holds_the_status_read_until_the_job_is_complete(server, jpegs) -> None:
+    uri = data_uri(jpegs["coffee"])
+    for _ in range(3):  # one read per job, no polling loop: each answer is final
+        job_id = submit(server, MODELS[1], {"image": uri, "classes": ["cup", "cat"]}).json()["id"]
+        job = httpx.get(f"{server.url}{TASK}/jobs/{job_id}", params={"wait": 20}, timeout=30).json()
+        assert job["status"] == "complete" and len(job["result"]["probabilities"]) == 2
+    with bentoml.SyncHTTPClient(server.url) as client:
+        accepted = client.submit_zero_shot(model=MODELS[0], image=uri, classes=["cup", "cat"])
+        assert client.zero_shot_job(id=accepted["id"], wait=20)["status"] == "complete"
+
+
+def test_wait_answers_with_the_current_status_when_time_is_up(server, jpegs) -> None:
+    batch = {"image": [data_uri(jpegs["chelsea"])] * 16, "classes": [f"class {i}" for i in range(40)]}
+    job_id = submit(server, MODELS[0], batch, batched=True).json()["id"]
+    start = time.monotonic()
+    job = httpx.get(f"{server.url}{TASK}/jobs/{job_id}", params={"wait": 0.05}, timeout=30).json()
+    assert time.monotonic() - start < 5 and job["status"] in ("starting", "running", "complete")
+    assert wait(server, job_id)["status"] == "complete"
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "31", "nan", "inf"])
+def test_bad_wait_is_400(server, value: str) -> None:
+    response = httpx.get(f"{server.url}{TASK}/jobs/{uuid.uuid4()}", params={"wait": value})
+    assert response.status_code == 400 and response.json()["error"] == "invalid_wait"
+    assert "0 to 30" in response.json()["detail"]
+    response = httpx.post(f"{server.url}/zero_shot_job", json={"id": str(uuid.uuid4()), "wait": 31})
+    assert response.status_code == 400 and response.json()["error"] == "invalid_wait"

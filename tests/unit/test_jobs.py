@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from serving.jobs import COMPLETE, FAILED, RUNNING, STARTING, JobStore
+from serving.jobs import COMPLETE, FAILED, RUNNING, STARTING, JobStore, JobWorker, wait_until_final
 
 PIXELS = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
 
@@ -95,10 +97,6 @@ def test_uncounted_retry_gives_the_attempt_back(store: JobStore) -> None:
 
 
 def test_worker_gives_up_a_job_claimed_more_often_than_allowed(tmp_path: Path) -> None:
-    import asyncio
-
-    from serving.jobs import JobWorker
-
     store = JobStore(tmp_path / "jobs.sqlite", retention_s=60, lease_s=0.01)
     store.init()
     job = store.submit("m", False, PIXELS[:1], ["cat"], ["a {}."])
@@ -153,3 +151,53 @@ def test_a_store_from_before_job_inputs_is_upgraded_without_losing_queued_work(t
     assert job.classes == ["cat"] and job.batched and np.array_equal(pixels, PIXELS)
     stores[0].finish(job.id, COMPLETE, result={"probabilities": [[1.0], [1.0]]})
     assert stores[1].get(job.id).status == COMPLETE
+
+
+def test_wait_until_final_wakes_when_this_worker_finishes_the_job(store: JobStore) -> None:
+    async def run() -> tuple[str, float, str, float]:
+        async def execute(job, pixels):
+            await asyncio.sleep(0.3)
+            return {"probabilities": [1.0]}
+
+        async def ready() -> None:
+            return None
+
+        worker = JobWorker(store, execute, concurrency=2, max_attempts=2, ready=ready, poll_s=0.05)
+        worker.start()
+        try:
+            job = store.submit("m", False, PIXELS[:1], ["cat"], ["a {}."])
+            worker.notify()
+            start = time.monotonic()
+            done = await wait_until_final(store, job.id, 10, worker)
+            waited = time.monotonic() - start
+            slow = store.submit("m", False, PIXELS[:1], ["cat"], ["a {}."])
+            start = time.monotonic()
+            early = await wait_until_final(store, slow.id, 0.1, worker)  # time is up first
+            return done.status, waited, early.status, time.monotonic() - start
+        finally:
+            await worker.stop()
+
+    status, waited, early_status, early_waited = asyncio.run(run())
+    assert status == COMPLETE and 0.25 < waited < 1.0
+    assert early_status in (STARTING, RUNNING) and early_waited < 0.5
+
+
+def test_wait_until_final_sees_jobs_finished_by_another_process(store: JobStore) -> None:
+    job = store.submit("m", False, PIXELS[:1], ["cat"], ["a {}."])
+    other = JobStore(store.path, retention_s=60, lease_s=5)  # another gateway worker's handle on the same file
+    other.claim("h:9:z", 1)
+
+    async def run():
+        async def finish_soon() -> None:
+            await asyncio.sleep(0.2)
+            other.finish(job.id, COMPLETE, result={"probabilities": [1.0]})
+
+        task = asyncio.create_task(finish_soon())
+        found = await wait_until_final(store, job.id, 5)
+        await task
+        return found
+
+    start = time.monotonic()
+    assert asyncio.run(run()).result == {"probabilities": [1.0]}
+    assert time.monotonic() - start < 1.0
+    assert asyncio.run(wait_until_final(store, str(uuid.uuid4()), 1)) is None

@@ -10,7 +10,7 @@ import pytest
 
 from runners.zero_shot import LRU, prompts_for
 from serving.errors import ServiceError
-from serving.zero_shot import check_classes, check_templates, decode_data_uri, probabilities
+from serving.zero_shot import check_classes, check_templates, check_wait, decode_data_uri, probabilities
 
 
 def _error(fn, *args) -> ServiceError:
@@ -105,3 +105,14 @@ def test_repeated_class_lists_cost_no_text_tower_work(zero_shot_models) -> None:
     class_embeddings(["cat"], templates[:1])
     assert calls[-1] == ["a photo of a cat."]  # another template set is another cache key
     np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("value,expected", [(None, 0.0), ("", 0.0), ("2.5", 2.5), (30, 30.0), (0, 0.0)])
+def test_wait_accepts_seconds_from_0_to_30(value, expected) -> None:
+    assert check_wait(value) == expected
+
+
+@pytest.mark.parametrize("value", ["abc", "-0.1", "30.5", "nan", "inf", float("nan"), [1]])
+def test_bad_wait_says_what_to_send(value) -> None:
+    err = _error(check_wait, value)
+    assert err.status == 400 and err.error == "invalid_wait" and "0 to 30" in err.detail
