@@ -196,9 +196,10 @@ class Gateway:
     async def _submit(self, model: str, images: list[str], classes: list[str], config: ZeroShotConfig,
                       batched: bool) -> JobAccepted:
         pixels, classes, templates = await self._zero_shot_inputs(model, images, classes, config)
-        job = await anyio.to_thread.run_sync(lambda: self.jobs.submit(model, batched, pixels, classes, templates))
         if self.worker:
-            self.worker.notify()
+            job = await self.worker.submit(model, batched, pixels, classes, templates)
+        else:
+            job = await anyio.to_thread.run_sync(lambda: self.jobs.submit(model, batched, pixels, classes, templates))
         return JobAccepted(id=job.id, status=job.status)
 
     async def _status(self, job_id: str, wait: str | float | None = None) -> JobStatus:

@@ -103,17 +103,23 @@ class JobStore:
             raise RuntimeError(f"The job store {self.path} is not usable ({exc}); set JOB_STORE_PATH to a writable "
                                "file on a local disk with free space.") from None
 
-    def submit(self, model: str, batched: bool, pixels: np.ndarray, classes: list[str], templates: list[str]) -> Job:
-        """Persist a new job and its pixels and return it; both are durable when this returns."""
+    def submit(self, model: str, batched: bool, pixels: np.ndarray, classes: list[str], templates: list[str],
+               owner: str | None = None) -> Job:
+        """Persist a new job and its pixels and return it; both are durable when this returns.
+
+        With ``owner`` the job is written already leased to that worker (as if claimed), which then runs it.
+        """
         now, job_id = time.time(), str(uuid.uuid4())
+        status, attempts, lease = (RUNNING, 1, now + self.lease_s) if owner else (STARTING, 0, None)
         with self._connect() as conn, _transaction(conn):
             conn.execute("INSERT INTO job_inputs (id, pixels) VALUES (?, ?)", (job_id, _pack(pixels)))
             conn.execute(
-                "INSERT INTO jobs (id, model, batched, status, classes, templates, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (job_id, model, int(batched), STARTING, json.dumps(classes), json.dumps(templates), now, now),
+                "INSERT INTO jobs (id, model, batched, status, classes, templates, attempts, owner, lease_until,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (job_id, model, int(batched), status, json.dumps(classes), json.dumps(templates), attempts, owner,
+                 lease, now, now),
             )
-        return Job(job_id, model, batched, STARTING, classes, templates, None, None, 0, now, now, None)
+        return Job(job_id, model, batched, status, classes, templates, None, None, attempts, now, now, None)
 
     def get(self, job_id: str) -> Job | None:
         """The job, or None when unknown or past its retention."""
@@ -234,6 +240,8 @@ class JobWorker:
         self.host = socket.gethostname()
         self.owner = f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.active: dict[str, asyncio.Task] = {}
+        self._reserved = 0  # slots promised to submissions whose row is being written
+        self._started = False  # the runners answered and dead workers' jobs were released
         self._watchers: dict[str, set[asyncio.Future]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -242,8 +250,25 @@ class JobWorker:
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
     def notify(self) -> None:
-        """A job was submitted: look for work now rather than at the next poll."""
+        """A job was submitted elsewhere: look for work now rather than at the next poll."""
         self._wake.set()
+
+    async def submit(self, model: str, batched: bool, pixels: np.ndarray, classes: list[str],
+                     templates: list[str]) -> Job:
+        """Persist a job; with a free slot here, lease it to this worker in the same write and start it at once
+        (no claim query, no wake-up of the loop), otherwise leave it queued for the first free worker."""
+        take = self._started and len(self.active) + self._reserved < self.concurrency
+        self._reserved += take
+        try:
+            job = await anyio.to_thread.run_sync(
+                lambda: self.store.submit(model, batched, pixels, classes, templates, self.owner if take else None))
+        finally:
+            self._reserved -= take
+        if take:
+            self.active[job.id] = asyncio.create_task(self._run(job, pixels))
+        else:
+            self._wake.set()
+        return job
 
     def watch(self, job_id: str) -> asyncio.Future:
         """A future resolved when this worker stops running ``job_id`` (finished, failed or requeued)."""
@@ -269,10 +294,11 @@ class JobWorker:
         released = await anyio.to_thread.run_sync(self.store.release_dead_local_owners, self.host)
         if released:
             logger.info("Resuming the jobs of %d stopped worker(s)", released)
+        self._started = True
         last_renew = last_purge = time.monotonic()
         while True:
             try:
-                free = self.concurrency - len(self.active)
+                free = self.concurrency - len(self.active) - self._reserved
                 claimed = await anyio.to_thread.run_sync(self.store.claim, self.owner, free) if free > 0 else []
                 for job, pixels in claimed:
                     self.active[job.id] = asyncio.create_task(self._run(job, pixels))

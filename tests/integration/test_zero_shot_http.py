@@ -83,7 +83,7 @@ def test_job_probabilities_match_open_clip_reference(server, reference, jpegs, m
     body = {"image": data_uri(jpegs["chelsea"]), "classes": classes, "config": {"templates": templates} if templates else {}}
     accepted = submit(server, model, body)
     assert accepted.status_code == 202, accepted.text
-    assert accepted.json()["status"] == "starting" and uuid.UUID(accepted.json()["id"])
+    assert accepted.json()["status"] in ("starting", "running") and uuid.UUID(accepted.json()["id"])
 
     job = wait(server, accepted.json()["id"])
     assert job["status"] == "complete", job
@@ -190,7 +190,7 @@ def test_sync_client_submits_polls_and_runs_directly(server, reference, jpegs) -
     uri, classes = data_uri(jpegs["astronaut"]), ["astronaut", "cat"]
     with bentoml.SyncHTTPClient(server.url) as client:
         accepted = client.submit_zero_shot(model=MODELS[0], image=uri, classes=classes)
-        assert accepted["status"] == "starting"
+        assert accepted["status"] in ("starting", "running")
         deadline = time.monotonic() + 60
         while (job := client.zero_shot_job(id=accepted["id"]))["status"] not in ("complete", "failed"):
             assert time.monotonic() < deadline

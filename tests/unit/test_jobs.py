@@ -201,3 +201,34 @@ def test_wait_until_final_sees_jobs_finished_by_another_process(store: JobStore)
     assert asyncio.run(run()).result == {"probabilities": [1.0]}
     assert time.monotonic() - start < 1.0
     assert asyncio.run(wait_until_final(store, str(uuid.uuid4()), 1)) is None
+
+
+def test_a_worker_with_a_free_slot_runs_what_it_accepts_and_queues_the_rest(store: JobStore) -> None:
+    async def run() -> tuple[list[str], list[str], dict]:
+        gate = asyncio.Event()
+
+        async def execute(job, pixels):
+            assert np.array_equal(pixels, PIXELS[:1])
+            await gate.wait()
+            return {"probabilities": [1.0]}
+
+        async def ready() -> None:
+            return None
+
+        worker = JobWorker(store, execute, concurrency=2, max_attempts=2, ready=ready, poll_s=0.05)
+        worker.start()
+        await asyncio.sleep(0.1)  # started: runners ready, dead workers' jobs released
+        try:
+            jobs = [await worker.submit("m", False, PIXELS[:1], ["cat"], ["a {}."]) for _ in range(3)]
+            with sqlite3.connect(store.path) as conn:
+                owners = [conn.execute("SELECT owner FROM jobs WHERE id = ?", (j.id,)).fetchone()[0] for j in jobs]
+            gate.set()
+            done = {j.id: (await wait_until_final(store, j.id, 5, worker)).status for j in jobs}
+            return [j.status for j in jobs], owners, done
+        finally:
+            await worker.stop()
+
+    statuses, owners, done = asyncio.run(run())
+    assert statuses == [RUNNING, RUNNING, STARTING]  # two slots: the third waits in the queue
+    assert owners[:2] == [owners[0]] * 2 and owners[0] and owners[2] is None
+    assert set(done.values()) == {COMPLETE}
