@@ -1,6 +1,6 @@
 """Throughput and latency of the service, side by side with the naive design and the bare-model ceiling.
 
-One invocation measures, on the same machine and images:
+One invocation measures, on the same machine and images (service and naive design alternating in rounds):
   1. the service (``--url`` of a running server, or ``--serve`` to start ``bentoml serve`` here);
   2. the naive design: scripts/naive_app.py, one FastAPI/uvicorn process, stock transforms, one unbatched
      fp32 forward per request, same store weights;
@@ -83,11 +83,12 @@ async def _one(client: httpx.AsyncClient, system: str, endpoint: str, image: byt
 
 
 async def run_level(url: str, system: str, endpoint: str, images: list[bytes], concurrency: int, requests: int,
-                    model: str) -> dict[str, Any]:
-    """``requests`` requests by ``concurrency`` concurrent clients; latency percentiles and images/s."""
+                    model: str, first: int = 0) -> tuple[list[float], int, float]:
+    """``requests`` requests by ``concurrency`` concurrent clients, cycling the images from index ``first``:
+    (latencies in ms, errors, wall seconds)."""
     latencies: list[float] = []
     errors = 0
-    counter = iter(range(requests))
+    counter = iter(range(first, first + requests))
     limits = httpx.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency + 8)
 
     async def worker(client: httpx.AsyncClient) -> None:
@@ -106,6 +107,12 @@ async def run_level(url: str, system: str, endpoint: str, images: list[bytes], c
         start = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         wall = time.perf_counter() - start
+    return latencies, errors, wall
+
+
+def level_row(concurrency: int, latencies: list[float], errors: int, wall: float) -> dict[str, Any]:
+    """Images/s and latency percentiles of one level (all its rounds together)."""
+    requests = len(latencies)
     p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
     return {"concurrency": concurrency, "requests": requests, "errors": errors, "seconds": round(wall, 3),
             "images_per_s": round((requests - errors) / wall, 2),
@@ -123,20 +130,30 @@ def batch_histogram(url: str, service: str, method: str) -> tuple[float, float]:
     return total("bentoml_service_adaptive_batch_size_count"), total("bentoml_service_adaptive_batch_size_sum")
 
 
-def measure(url: str, system: str, endpoints: list[str], levels: list[int], requests: int, images: list[bytes],
-            model: str) -> dict[str, list[dict[str, Any]]]:
-    results: dict[str, list[dict[str, Any]]] = {}
+def measure(urls: dict[str, str], endpoints: list[str], levels: list[int], requests: int, images: list[bytes],
+            model: str, rounds: int) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Every endpoint and level on every system (``urls``: system -> server), side by side: each level is split
+    into ``rounds`` rounds that alternate between the systems, so drift in the machine's load falls on all alike."""
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {system: {} for system in urls}
     for endpoint in endpoints:
-        results[endpoint] = []
         for level in levels:
-            before = batch_histogram(url, *RUNNER_OF[endpoint]) if system == "service" else None
-            row = asyncio.run(run_level(url, system, endpoint, images, level, max(requests, level), model))
-            if before is not None:
-                batches, seen = (a - b for a, b in zip(batch_histogram(url, *RUNNER_OF[endpoint]), before))
-                row["mean_batch"] = round(seen / batches, 2) if batches else None
-            logger.info("%s %s c=%d: %.1f img/s p50 %.1f ms errors %d", system, endpoint, level,
-                        row["images_per_s"], row["p50_ms"], row["errors"])
-            results[endpoint].append(row)
+            per_round = max(level, -(-max(requests, level) // rounds))
+            before = batch_histogram(urls["service"], *RUNNER_OF[endpoint]) if "service" in urls else None
+            runs: dict[str, list] = {system: [] for system in urls}
+            for r in range(rounds):
+                for system, url in urls.items():
+                    runs[system].append(asyncio.run(run_level(url, system, endpoint, images, level, per_round, model,
+                                                              first=r * per_round)))
+            for system, parts in runs.items():
+                row = level_row(level, [ms for lat, _, _ in parts for ms in lat], sum(e for _, e, _ in parts),
+                                sum(w for _, _, w in parts))
+                if system == "service" and before is not None:
+                    batches, seen = (a - b for a, b in zip(batch_histogram(urls["service"], *RUNNER_OF[endpoint]),
+                                                           before))
+                    row["mean_batch"] = round(seen / batches, 2) if batches else None
+                logger.info("%s %s c=%d: %.1f img/s p50 %.1f ms errors %d", system, endpoint, level,
+                            row["images_per_s"], row["p50_ms"], row["errors"])
+                results[system].setdefault(endpoint, []).append(row)
     return results
 
 
@@ -287,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ceiling-batches", default="1,8,32,64")
     parser.add_argument("--ceiling-seconds", type=float, default=3.0)
     parser.add_argument("--no-naive", action="store_true")
+    parser.add_argument("--rounds", type=int, default=4,
+                        help="rounds per level, alternating service and naive (side by side under the same load)")
     parser.add_argument("--label", default="dev models on this machine")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "latest")
     args = parser.parse_args(argv)
@@ -296,21 +315,20 @@ def main(argv: list[str] | None = None) -> int:
     images = make_images(_ints(args.sizes))
     logs = args.out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    server = start_server(logs / "service.log") if args.serve else None
-    try:
-        url = server.url if server else args.url
-        service = measure(url, "service", endpoints, levels, args.requests, images, args.zero_shot_model)
+    started = []
+    try:  # both systems are up for the whole run; an idle one uses no CPU
+        if args.serve:
+            started.append(start_server(logs / "service.log"))
+        urls = {"service": started[0].url if args.serve else args.url}
+        if not args.no_naive:
+            started.append(start_server(logs / "naive.log", command=[
+                sys.executable, str(ROOT / "scripts" / "naive_app.py"), "--port", "{port}"]))
+            urls["naive"] = started[-1].url
+        measured = measure(urls, endpoints, levels, args.requests, images, args.zero_shot_model, args.rounds)
     finally:
-        if server:
+        for server in started:
             stop_server(server)
-    naive: dict = {}
-    if not args.no_naive:
-        app = start_server(logs / "naive.log", command=[sys.executable, str(ROOT / "scripts" / "naive_app.py"),
-                                                        "--port", "{port}"])
-        try:
-            naive = measure(app.url, "naive", endpoints, levels, args.requests, images, args.zero_shot_model)
-        finally:
-            stop_server(app)
+    service, naive = measured["service"], measured.get("naive", {})
     top = ceiling(endpoints, args.zero_shot_model, _ints(args.ceiling_batches), args.ceiling_seconds)
     import torch
 

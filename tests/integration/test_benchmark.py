@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 def test_benchmark_smoke_run_writes_comparable_results(server, tmp_path: Path) -> None:
     out = tmp_path / "bench"
     argv = ["--url", server.url, "--concurrency", "1,2", "--requests", "4", "--sizes", "500,2048",
-            "--ceiling-batches", "1,2", "--ceiling-seconds", "0.2", "--out", str(out)]
+            "--ceiling-batches", "1,2", "--ceiling-seconds", "0.2", "--rounds", "2", "--out", str(out)]
     assert benchmark.main(argv) == 0
 
     report = json.loads((out / "results.json").read_text())
@@ -24,6 +24,7 @@ def test_benchmark_smoke_run_writes_comparable_results(server, tmp_path: Path) -
         for system in ("service", "naive"):
             rows = report[system][endpoint]
             assert [r["concurrency"] for r in rows] == [1, 2]
+            assert [r["requests"] for r in rows] == [4, 4]  # two rounds of two, alternating with the other system
             assert all(r["errors"] == 0 and r["images_per_s"] > 0 and r["p50_ms"] <= r["p99_ms"] for r in rows)
         assert all(r["mean_batch"] >= 1 for r in report["service"][endpoint])
         assert report["ceiling"][endpoint]["images_per_s"] > 0
