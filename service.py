@@ -27,7 +27,7 @@ from runners.species import SpeciesRunner
 from runners.zero_shot import SAVE_HINT as ZERO_SHOT_SAVE_HINT
 from runners.zero_shot import ClipL14Runner, OpenClipB32Runner
 from serving import model_store
-from serving.errors import ServiceError, is_overload, overloaded
+from serving.errors import ServiceError, call_runner, is_overload, overloaded
 from serving.imaging import PreprocessConfig, decode_image, draft_size, preprocess
 from serving.jobs import COMPLETE, FAILED, Job, JobStore, JobWorker, wait_until_final
 from serving.middleware import GuardMiddleware, RawImageBodyMiddleware
@@ -184,8 +184,8 @@ class Gateway:
         """Probabilities ``(N, C)`` from the runner's image and (cached) class embeddings."""
         runner = self._zero_shot_runner(model)
         *images, texts = await asyncio.gather(  # image and class embeddings are independent: one round trip
-            *(runner.to_async.embed_images(p[None]) for p in pixels),
-            runner.to_async.class_embeddings(classes=classes, templates=templates))
+            *(call_runner(runner.to_async.embed_images, p[None]) for p in pixels),
+            call_runner(runner.to_async.class_embeddings, classes=classes, templates=templates))
         scale = float(self.zero_shot_entries[model].info.metadata["logit_scale"])
         return probabilities(np.concatenate(images), np.asarray(texts), scale)
 
@@ -301,7 +301,7 @@ class Gateway:
         try:
             top_k = parse_top_k(ctx.request.query_params.get("top_k"))
             pixels = await self._pixels(image, ctx, self.species_cfg)
-            (top,) = await self._run(self.species.to_async.predict(pixels), "species")
+            (top,) = await self._run(call_runner(self.species.to_async.predict, pixels), "species")
         except ServiceError as err:
             return _fail(ctx, err)
         _model_headers(ctx, self.species_info)
@@ -315,7 +315,7 @@ class Gateway:
         """LAION aesthetic score (0-10) for a JPEG, PNG or WebP sent as the raw request body."""
         try:
             pixels = await self._pixels(image, ctx, self.aesthetic_cfg)
-            (raw,) = await self._run(self.aesthetic.to_async.score(pixels), "aesthetic")
+            (raw,) = await self._run(call_runner(self.aesthetic.to_async.score, pixels), "aesthetic")
         except ServiceError as err:
             return _fail(ctx, err)
         raw = float(raw)

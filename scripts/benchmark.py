@@ -89,7 +89,9 @@ async def run_level(url: str, system: str, endpoint: str, images: list[bytes], c
     latencies: list[float] = []
     errors = 0
     counter = iter(range(first, first + requests))
-    limits = httpx.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency + 8)
+    # idle connections are dropped before the servers' 5 s keep-alive timeout, so none is reused while it closes
+    limits = httpx.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency + 8,
+                          keepalive_expiry=2.0)
 
     async def worker(client: httpx.AsyncClient) -> None:
         nonlocal errors

@@ -97,3 +97,32 @@ def test_shed_request_is_503_overloaded_with_retry_after(gateway) -> None:
     assert response.status_code == ctx.response.status_code == 503
     assert json.loads(response.body)["error"] == "overloaded"
     assert response.headers["retry-after"] == "1"
+
+
+def test_runner_calls_are_sent_again_when_the_pooled_connection_was_closed() -> None:
+    import aiohttp
+
+    from serving.errors import call_runner
+
+    def flaky(failures: list[Exception]):
+        calls = []
+
+        async def method(x: int) -> int:
+            calls.append(x)
+            if len(calls) <= len(failures):
+                raise failures[len(calls) - 1]
+            return x * 2
+
+        return method, calls
+
+    closed = aiohttp.ClientOSError(None, "Can not write request body")
+    method, calls = flaky([closed, aiohttp.ServerDisconnectedError()])
+    assert asyncio.run(call_runner(method, 21)) == 42 and calls == [21, 21, 21]
+    method, calls = flaky([closed] * 5)  # a runner that stays unreachable still fails, after five tries
+    with pytest.raises(aiohttp.ClientOSError):
+        asyncio.run(call_runner(method, 1))
+    assert len(calls) == 5
+    method, calls = flaky([ValueError("bad batch")])  # errors from the model itself are not retried
+    with pytest.raises(ValueError):
+        asyncio.run(call_runner(method, 1))
+    assert calls == [1]
