@@ -9,9 +9,7 @@ kept in a bounded LRU keyed by (template set, class name), so repeated class lis
 
 from __future__ import annotations
 
-import collections
 import logging
-import threading
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,6 +20,7 @@ import torch
 from runners._clip import load_clip
 from runners._torch import InferenceThread, autocast, pick_device, runner_config, to_normalised
 from serving import model_store
+from serving.cache import LRU
 from serving.imaging import PreprocessConfig
 from serving.settings import settings
 
@@ -29,34 +28,6 @@ logger = logging.getLogger(__name__)
 
 VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
 SAVE_HINT = "python scripts/save_models.py zero-shot   (or --dev for tiny test models)"
-
-
-class LRU:
-    """A thread-safe bounded mapping that evicts the least recently used entry."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity, self.hits, self.misses = capacity, 0, 0
-        self._data: collections.OrderedDict[Any, np.ndarray] = collections.OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Any) -> np.ndarray | None:
-        with self._lock:
-            if key in self._data:
-                self._data.move_to_end(key)
-                self.hits += 1
-                return self._data[key]
-            self.misses += 1
-            return None
-
-    def put(self, key: Any, value: np.ndarray) -> None:
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.capacity:
-                self._data.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._data)
 
 
 def load_zero_shot(path: Path, device: torch.device) -> tuple[torch.nn.Module, Any, PreprocessConfig, float]:
@@ -141,8 +112,7 @@ def make_zero_shot_runner(service_name: str, tag: str, max_batch_size: int, max_
         @bentoml.api
         def info(self) -> dict[str, Any]:
             """Store tag, variant, learned logit scale, preprocessing and text-cache counters."""
-            return {**self.described, "cache": {"size": len(self.cache), "hits": self.cache.hits,
-                                                "misses": self.cache.misses}}
+            return {**self.described, "cache": self.cache.stats()}
 
     return ZeroShotRunner
 

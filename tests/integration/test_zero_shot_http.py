@@ -122,18 +122,21 @@ def test_result_stays_readable_after_it_is_read(server, jpegs) -> None:
     assert first["expires_at"] > first["created_at"]
 
 
-def test_models_are_listed_with_text_cache_counters(server, jpegs) -> None:
-    def hits() -> int:
+def test_models_are_listed_with_class_memo_and_text_cache_counters(server, jpegs) -> None:
+    def counters() -> tuple[int, int]:
         models = httpx.get(f"{server.url}{TASK}/models").json()["models"]
         assert [m["id"] for m in models] == MODELS and all(m["variant"] == "dev" for m in models)
-        return next(m for m in models if m["id"] == MODELS[1])["text_cache"]["hits"]
+        model = next(m for m in models if m["id"] == MODELS[1])
+        return model["class_memo"]["hits"], model["text_cache"]["hits"]
 
     classes = [f"repeated class {i}" for i in range(4)]
     body = {"image": data_uri(jpegs["chelsea"]), "classes": classes}
     wait(server, submit(server, MODELS[1], body).json()["id"])
-    before = hits()
+    memo, runner = counters()
+    wait(server, submit(server, MODELS[1], {**body, "classes": classes + ["a new class"]}).json()["id"])
+    assert counters() == (memo, runner + 4)  # a new list: the runner encodes only the class it has not seen
     wait(server, submit(server, MODELS[1], body).json()["id"])
-    assert hits() - before == 4
+    assert counters() == (memo + 1, runner + 4)  # a list seen before: answered by the gateway, no runner call
 
 
 NOT_AN_IMAGE = data_uri(b"just some text, base64 encoded", "image/png")

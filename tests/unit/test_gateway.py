@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from types import SimpleNamespace
 
@@ -126,3 +127,48 @@ def test_runner_calls_are_sent_again_when_the_pooled_connection_was_closed() -> 
     with pytest.raises(ValueError):
         asyncio.run(call_runner(method, 1))
     assert calls == [1]
+
+
+class FakeZeroShot:
+    """Stands in for a zero-shot runner: a fixed image embedding and one embedding per class name."""
+
+    def __init__(self, short_by: int = 0) -> None:
+        self.class_calls: list[tuple[list[str], list[str]]] = []
+        self.short_by = short_by
+        self.to_async = SimpleNamespace(embed_images=self.embed_images, class_embeddings=self.class_embeddings)
+
+    async def embed_images(self, images: np.ndarray) -> np.ndarray:
+        return np.tile(np.eye(4, dtype=np.float32)[:1], (len(images), 1))
+
+    async def class_embeddings(self, classes: list[str], templates: list[str]) -> np.ndarray:
+        self.class_calls.append((list(classes), list(templates)))
+        rows = np.eye(4, dtype=np.float32)[[len(c) % 4 for c in classes]]
+        return rows[: len(rows) - self.short_by]
+
+
+def zero_shot(gw, classes: list[str], templates: list[str] | None = None) -> object:
+    from serving.zero_shot import ZeroShotConfig
+
+    uri = "data:image/jpeg;base64," + base64.b64encode(encode(photo("coffee"))).decode()
+    return asyncio.run(gw.zero_shot("open-clip-vit-b32", uri, classes, ZeroShotConfig(templates=templates),
+                                    ctx=make_ctx()))
+
+
+def test_a_repeated_class_list_is_answered_from_the_gateway_memo(gateway) -> None:
+    gateway.zero_shot_b32 = runner = FakeZeroShot()
+    first = zero_shot(gateway, ["abcd", "abc"])
+    assert zero_shot(gateway, ["abcd", "abc"]) == first and len(runner.class_calls) == 1
+    swapped = zero_shot(gateway, ["abc", "abcd"])  # order is part of the key: probabilities follow the classes
+    assert swapped.probabilities == first.probabilities[::-1] and len(runner.class_calls) == 2
+    zero_shot(gateway, ["abcd", "abc"], ["a drawing of a {}."])  # other templates, other embeddings
+    assert runner.class_calls[-1] == (["abcd", "abc"], ["a drawing of a {}."]) and len(runner.class_calls) == 3
+    assert gateway.class_memo["open-clip-vit-b32"].stats() | {"weight": 0} == {
+        "size": 3, "weight": 0, "hits": 1, "misses": 3}
+
+
+def test_a_runner_answer_of_the_wrong_length_is_503_and_not_remembered(gateway) -> None:
+    gateway.zero_shot_b32 = runner = FakeZeroShot(short_by=1)
+    response = zero_shot(gateway, ["abcd", "abc"])
+    assert response.status_code == 503 and json.loads(response.body)["error"] == "inference_failed"
+    runner.short_by = 0
+    assert len(zero_shot(gateway, ["abcd", "abc"]).probabilities) == 2 and len(runner.class_calls) == 2

@@ -8,7 +8,8 @@ import base64
 import numpy as np
 import pytest
 
-from runners.zero_shot import LRU, prompts_for
+from runners.zero_shot import prompts_for
+from serving.cache import LRU
 from serving.errors import ServiceError
 from serving.zero_shot import check_classes, check_templates, check_wait, decode_data_uri, probabilities
 
@@ -82,6 +83,18 @@ def test_lru_evicts_least_recently_used() -> None:
     cache.put("c", np.ones(1))
     assert cache.get("b") is None and cache.get("a") is not None and len(cache) == 2
     assert (cache.hits, cache.misses) == (2, 1)
+
+
+def test_weighted_lru_holds_at_most_its_capacity_in_rows() -> None:
+    cache = LRU(5, weight=len)
+    cache.put("three", np.zeros((3, 2)))
+    cache.put("two", np.zeros((2, 2)))
+    cache.put("one", np.zeros((1, 2)))  # 6 rows: the oldest entry goes
+    assert cache.get("three") is None and cache.stats()["weight"] == 3
+    cache.put("six", np.zeros((6, 2)))  # heavier than the whole cache: not kept, nothing evicted
+    assert cache.get("six") is None and cache.get("two") is not None and len(cache) == 2
+    cache.put("two", np.zeros((4, 2)))  # replacing an entry re-weighs it
+    assert cache.stats()["weight"] == 5
 
 
 def test_repeated_class_lists_cost_no_text_tower_work(zero_shot_models) -> None:
