@@ -27,6 +27,7 @@ from runners.species import SpeciesRunner
 from runners.zero_shot import SAVE_HINT as ZERO_SHOT_SAVE_HINT
 from runners.zero_shot import ClipL14Runner, OpenClipB32Runner
 from serving import model_store
+from serving.admission import RunnerGate
 from serving.cache import LRU
 from serving.errors import ServiceError, call_runner, is_overload, overloaded
 from serving.imaging import PreprocessConfig, decode_image, draft_size, preprocess
@@ -129,6 +130,15 @@ class Gateway:
         self.aesthetic_cfg = PreprocessConfig.model_validate(clip.info.metadata["preprocess"])
         self.aesthetic_info = ScoreModelInfo(**model_store.describe(clip), head=str(head.tag))
         self.zero_shot_entries = {name: model_store.require(tag, ZERO_SHOT_SAVE_HINT) for name, tag in ZERO_SHOT_MODELS.items()}
+        # Calls in flight per runner from this worker: a couple of full batches, so the runner's queue stays short.
+        batches = settings.runner_queue_batches
+        self.gates = {
+            "species": RunnerGate(batches * settings.species_max_batch_size, settings.species_max_latency_ms / 1000),
+            "aesthetic": RunnerGate(batches * settings.aesthetic_max_batch_size,
+                                    settings.aesthetic_max_latency_ms / 1000),
+            **{name: RunnerGate(batches * settings.zero_shot_max_batch_size, settings.zero_shot_max_latency_ms / 1000)
+               for name in ZERO_SHOT_MODELS},
+        }
         # Class-embedding rows kept per model, on top of the runner's per-class cache.
         self.class_memo = {name: LRU(settings.zero_shot_text_cache, weight=len) for name in ZERO_SHOT_MODELS}
         self.jobs = JobStore(settings.job_store_path, settings.job_retention_s, settings.job_lease_s)
@@ -191,7 +201,7 @@ class Gateway:
         """
         runner = self._zero_shot_runner(model)
         key = (tuple(templates), tuple(classes))
-        calls = [call_runner(runner.to_async.embed_images, p[None]) for p in pixels]
+        calls = [self.gates[model].call(runner.to_async.embed_images, p[None]) for p in pixels]
         texts = self.class_memo[model].get(key)
         if texts is None:  # image and class embeddings are independent: one round trip
             calls.append(call_runner(runner.to_async.class_embeddings, classes=classes, templates=templates))
@@ -319,7 +329,7 @@ class Gateway:
         try:
             top_k = parse_top_k(ctx.request.query_params.get("top_k"))
             pixels = await self._pixels(image, ctx, self.species_cfg)
-            (top,) = await self._run(call_runner(self.species.to_async.predict, pixels), "species")
+            (top,) = await self._run(self.gates["species"].call(self.species.to_async.predict, pixels), "species")
         except ServiceError as err:
             return _fail(ctx, err)
         _model_headers(ctx, self.species_info)
@@ -333,7 +343,7 @@ class Gateway:
         """LAION aesthetic score (0-10) for a JPEG, PNG or WebP sent as the raw request body."""
         try:
             pixels = await self._pixels(image, ctx, self.aesthetic_cfg)
-            (raw,) = await self._run(call_runner(self.aesthetic.to_async.score, pixels), "aesthetic")
+            (raw,) = await self._run(self.gates["aesthetic"].call(self.aesthetic.to_async.score, pixels), "aesthetic")
         except ServiceError as err:
             return _fail(ctx, err)
         raw = float(raw)

@@ -29,10 +29,13 @@ class ServiceError(Exception):
 
 
 def is_overload(exc: BaseException) -> bool:
-    """True when a runner shed the request (BentoML's batcher could not meet its latency budget)."""
+    """True when a request was shed before it ran: by the gateway's runner gate, or by BentoML's batcher when it
+    could not meet its latency budget."""
     from bentoml.exceptions import ServiceUnavailable
 
-    return isinstance(exc, ServiceUnavailable)
+    from serving.admission import RunnerBusy
+
+    return isinstance(exc, (ServiceUnavailable, RunnerBusy))
 
 
 def overloaded(model: str) -> ServiceError:

@@ -33,7 +33,7 @@ class Settings:
 
     species_model: str  # SPECIES_MODEL: store tag, e.g. "eva02-inat21:latest" or "eva02-inat21:dev"
     species_max_batch_size: int  # SPECIES_MAX_BATCH_SIZE
-    species_max_latency_ms: int  # SPECIES_MAX_LATENCY_MS: budget for a request waiting in a batch
+    species_max_latency_ms: int  # SPECIES_MAX_LATENCY_MS: budget for a request waiting to start
     aesthetic_clip_model: str  # AESTHETIC_CLIP_MODEL: store tag of the CLIP ViT-B/16 image tower
     aesthetic_head_model: str  # AESTHETIC_HEAD_MODEL: store tag of the LAION head
     aesthetic_max_batch_size: int  # AESTHETIC_MAX_BATCH_SIZE
@@ -58,6 +58,7 @@ class Settings:
     gateway_max_concurrency: int  # GATEWAY_MAX_CONCURRENCY: requests in flight per gateway worker before 429
     max_image_pixels: int  # MAX_IMAGE_PIXELS: decoded width*height above this is refused (413)
     gateway_workers: int  # GATEWAY_WORKERS: CPU processes decoding images
+    runner_queue_batches: int  # RUNNER_QUEUE_BATCHES: full batches each gateway worker may have in a runner at once
     device: str  # DEVICE: "auto", "cpu" or "cuda"
     runner_gpus: str  # RUNNER_GPUS: GPUs each runner declares: "auto" (0.25 when CUDA is visible, else none) or a number
 
@@ -91,6 +92,7 @@ class Settings:
             job_max_attempts=_int("JOB_MAX_ATTEMPTS", 5),
             max_image_pixels=_int("MAX_IMAGE_PIXELS", 50_000_000),
             gateway_workers=_int("GATEWAY_WORKERS", 1),
+            runner_queue_batches=_int("RUNNER_QUEUE_BATCHES", 2),
             device=_str("DEVICE", "auto"),
             runner_gpus=_str("RUNNER_GPUS", "auto"),
         )

@@ -91,12 +91,13 @@ def test_dev_model_is_announced_at_startup(server) -> None:
     assert "Serving DEV model eva02-inat21:dev" in log
 
 
-def test_a_burst_past_the_connection_recycle_point_all_succeeds(server, jpeg: bytes) -> None:
+def test_a_burst_past_the_connection_recycle_point_is_served_and_sheds_only_after_the_budget(server, jpeg) -> None:
     # BentoML recycles runner connections every 100 requests by default and fails in-flight calls when it does
-    # (503 inference_failed). The batcher may still shed part of a burst when its learned per-image cost is off
-    # (503 overloaded with Retry-After, seen once in CI: 64 of 150); that is load shedding, not a lost call.
+    # (503 inference_failed): none may fail so. A request may be shed (503 overloaded) only once it has waited out
+    # the 10 s latency budget to get into the runner; fed the whole burst, BentoML's batcher once shed 64 of 150
+    # early, on a noisy learned cost estimate.
     responses = burst(server, "/classify", jpeg, 150)
-    failed = [r.json() for r in responses if r.status_code != 200]
-    assert all(r.status_code in (200, 503) for r in responses)
-    assert [f["error"] for f in failed] == ["overloaded"] * len(failed)
-    assert len(failed) < 150
+    shed = [r for r in responses if r.status_code != 200]
+    assert all(r.status_code == 503 and r.json()["error"] == "overloaded" for r in shed)
+    assert all(r.elapsed.total_seconds() >= 9.5 for r in shed), sorted(r.elapsed.total_seconds() for r in shed)
+    assert len(shed) < 150

@@ -172,3 +172,24 @@ def test_a_runner_answer_of_the_wrong_length_is_503_and_not_remembered(gateway) 
     assert response.status_code == 503 and json.loads(response.body)["error"] == "inference_failed"
     runner.short_by = 0
     assert len(zero_shot(gateway, ["abcd", "abc"]).probabilities) == 2 and len(runner.class_calls) == 2
+
+
+def test_a_request_shed_by_the_runner_gate_is_503_overloaded(gateway) -> None:
+    from serving.admission import RunnerGate
+
+    class SlowSpecies(FakeSpecies):
+        async def predict(self, images: np.ndarray) -> list[TopK]:
+            await asyncio.sleep(0.3)
+            return await super().predict(images)
+
+    gateway.species = SlowSpecies()
+    gateway.gates["species"] = RunnerGate(limit=1, wait_s=0.05)
+    body = encode(photo("coffee"))
+
+    async def two() -> list:
+        return await asyncio.gather(gateway.classify(body, ctx=make_ctx()), gateway.classify(body, ctx=make_ctx()))
+
+    served, shed = sorted(asyncio.run(two()), key=lambda r: hasattr(r, "status_code"))
+    assert len(served.predictions) == 3 and len(gateway.species.batches) == 1
+    assert shed.status_code == 503 and json.loads(shed.body)["error"] == "overloaded"
+    assert shed.headers["retry-after"] == "1"
