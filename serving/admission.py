@@ -34,9 +34,8 @@ class RunnerGate:
     async def call(self, method: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         """Call a runner API once a slot is free (resending on closed connections, see ``call_runner``)."""
         try:
-            async with asyncio.timeout(self.wait_s):
-                await self._slots.acquire()
-        except TimeoutError:
+            await asyncio.wait_for(self._slots.acquire(), self.wait_s)
+        except asyncio.TimeoutError:
             raise RunnerBusy(f"no runner slot freed up within {self.wait_s:g} s") from None
         self.in_flight += 1
         try:
