@@ -46,8 +46,8 @@ bench: install  ## benchmark vs the naive design and the ceiling with dev models
 bench-gpu: install  ## the same on a GPU with full-size random-weight models (EVA02-L/14@336, CLIP B/16, L/14, B/32)
 	settings=$$($(PY) scripts/save_models.py all --dev --full-size $(if $(HEAD),--head $(HEAD))) && \
 	env $$settings GATEWAY_WORKERS=$$(nproc) $(PY) scripts/benchmark.py --serve --ceiling-batches 1,32,64,128,256 \
-	  --label "full-size random weights, $$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)" \
-	  --out docs/benchmarks/gpu
+	  --label "full-size random weights, $$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)$(if $(TORCH_COMPILE), TORCH_COMPILE=$(TORCH_COMPILE))" \
+	  --out docs/benchmarks/gpu$(if $(TORCH_COMPILE),-compile-$(TORCH_COMPILE))
 
 test: install
 	$(PY) -m pytest -ra tests

@@ -86,6 +86,25 @@ def to_normalised(images: np.ndarray, mean: Sequence[float], std: Sequence[float
     return batch.sub_(mean_t).div_(std_t)
 
 
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_model(fn: Callable[..., T], mode: str) -> Callable[..., T]:
+    """``fn`` (a model or its ``encode_image``) through ``torch.compile`` with a dynamic batch dimension, or as it is
+    when ``mode`` is "off". "reduce-overhead" adds CUDA graphs, recorded once per batch size on its first use."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"TORCH_COMPILE={mode!r}: use one of {', '.join(COMPILE_MODES)}")
+    if mode == "off":
+        return fn
+    logger.info("torch.compile(mode=%r) for %s", mode, getattr(fn, "__qualname__", type(fn).__name__))
+    return torch.compile(fn, mode=mode, dynamic=True)
+
+
+def warm_up_sizes(mode: str) -> tuple[int, ...]:
+    """Batch sizes to warm up with: compiled code specialises batch 1, so batch 2 compiles the dynamic graph."""
+    return (1,) if mode == "off" else (1, 2)
+
+
 class InferenceThread:
     """The one thread that does all of a runner's torch work: loading, warm-up and every forward pass.
 

@@ -16,7 +16,15 @@ import numpy as np
 import torch
 
 from runners._clip import load_clip
-from runners._torch import InferenceThread, autocast, pick_device, runner_config, to_normalised
+from runners._torch import (
+    InferenceThread,
+    autocast,
+    compile_model,
+    pick_device,
+    runner_config,
+    to_normalised,
+    warm_up_sizes,
+)
 from serving import model_store
 from serving.settings import settings
 
@@ -60,14 +68,16 @@ class AestheticRunner:
         self.device = pick_device(settings.device)
         self.thread = InferenceThread("aesthetic")
         self.clip, self.head, self.cfg = self.thread.call(load_aesthetic, Path(clip.path), Path(head.path), self.device)
-        self.thread.call(self._score, np.zeros((1, self.cfg.height, self.cfg.width, 3), np.uint8))  # warm-up
+        self.encode_image = compile_model(self.clip.encode_image, settings.torch_compile)
+        for n in warm_up_sizes(settings.torch_compile):
+            self.thread.call(self._score, np.zeros((n, self.cfg.height, self.cfg.width, 3), np.uint8))
         logger.info("AestheticRunner ready: %s + %s on %s", clip.tag, head.tag, self.device)
 
     def _embed(self, images: np.ndarray) -> torch.Tensor:
         if images.shape[1:3] != (self.cfg.height, self.cfg.width):
             raise ValueError(f"expected {self.cfg.height}x{self.cfg.width} images, got {images.shape[1:3]}")
         with torch.inference_mode(), autocast(self.device):
-            features = self.clip.encode_image(to_normalised(images, self.cfg.mean, self.cfg.std, self.device))
+            features = self.encode_image(to_normalised(images, self.cfg.mean, self.cfg.std, self.device))
         return torch.nn.functional.normalize(features.float(), dim=-1)
 
     def _score(self, images: np.ndarray) -> np.ndarray:

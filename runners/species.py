@@ -15,7 +15,15 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 
-from runners._torch import InferenceThread, autocast, pick_device, runner_config, to_normalised
+from runners._torch import (
+    InferenceThread,
+    autocast,
+    compile_model,
+    pick_device,
+    runner_config,
+    to_normalised,
+    warm_up_sizes,
+)
 from serving import model_store
 from serving.imaging import PreprocessConfig
 from serving.settings import settings
@@ -63,7 +71,9 @@ class SpeciesRunner:
         self.device = pick_device(settings.device)
         self.thread = InferenceThread("species")
         self.model, self.labels, self.cfg = self.thread.call(load_species, Path(stored.path), self.device)
-        self.thread.call(self._infer, np.zeros((1, self.cfg.height, self.cfg.width, 3), np.uint8))  # warm-up
+        self.model = compile_model(self.model, settings.torch_compile)
+        for n in warm_up_sizes(settings.torch_compile):
+            self.thread.call(self._infer, np.zeros((n, self.cfg.height, self.cfg.width, 3), np.uint8))
         logger.info("SpeciesRunner ready: %s on %s", stored.tag, self.device)
 
     def _infer(self, images: np.ndarray) -> list[TopK]:

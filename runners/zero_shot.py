@@ -18,7 +18,15 @@ import numpy as np
 import torch
 
 from runners._clip import load_clip
-from runners._torch import InferenceThread, autocast, pick_device, runner_config, to_normalised
+from runners._torch import (
+    InferenceThread,
+    autocast,
+    compile_model,
+    pick_device,
+    runner_config,
+    to_normalised,
+    warm_up_sizes,
+)
 from serving import model_store
 from serving.cache import LRU
 from serving.imaging import PreprocessConfig
@@ -60,7 +68,9 @@ def make_zero_shot_runner(service_name: str, tag: str, max_batch_size: int, max_
             self.cache = LRU(settings.zero_shot_text_cache)
             self.described = {**model_store.describe(stored), "logit_scale": self.logit_scale,
                               "preprocess": self.cfg.model_dump(mode="json")}
-            self.thread.call(self._encode_images, np.zeros((1, self.cfg.height, self.cfg.width, 3), np.uint8))
+            self.encode_image = compile_model(self.model.encode_image, settings.torch_compile)
+            for n in warm_up_sizes(settings.torch_compile):
+                self.thread.call(self._encode_images, np.zeros((n, self.cfg.height, self.cfg.width, 3), np.uint8))
             self.thread.call(self._encode_texts, ["a photo of a warm-up."])  # warm-up of both towers
             logger.info("%s ready: %s on %s", service_name, stored.tag, self.device)
 
@@ -72,7 +82,7 @@ def make_zero_shot_runner(service_name: str, tag: str, max_batch_size: int, max_
 
         def _encode_images(self, images: np.ndarray) -> np.ndarray:
             with torch.inference_mode(), autocast(self.device):
-                features = self.model.encode_image(to_normalised(images, self.cfg.mean, self.cfg.std, self.device))
+                features = self.encode_image(to_normalised(images, self.cfg.mean, self.cfg.std, self.device))
             return torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()
 
         @bentoml.api(batchable=True, batch_dim=0, max_batch_size=max_batch_size, max_latency_ms=max_latency_ms)

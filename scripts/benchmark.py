@@ -234,7 +234,8 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
     (out / "results.json").write_text(json.dumps(report, indent=2))
     lines = [f"# Benchmark: {report['label']}", "", f"Command: `{report['command']}`", "",
              f"Machine: {report['machine']}. Images: {report['images']}.", "",
-             f"Models: {report['models']}.", ""]
+             f"Models: {report['models']}.", "",
+             f"Service settings (from the environment; `--serve` passes them on): {report.get('settings', {})}.", ""]
     for endpoint, rows in report["service"].items():
         lines += [f"## {endpoint}", "", "| system | concurrency | images/s | p50 ms | p95 ms | p99 ms | errors | mean batch |",
                   "|---|---|---|---|---|---|---|---|"]
@@ -345,6 +346,9 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, "
                    + (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"),
         "images": f"{len(images)} JPEGs: {', '.join(PHOTOS)} at long sides {args.sizes} px",
+        "settings": {name: getattr(settings, name) for name in (
+            "gateway_workers", "runner_queue_batches", "species_max_batch_size", "aesthetic_max_batch_size",
+            "zero_shot_max_batch_size", "torch_compile")},
         "service": service, "naive": naive, "ceiling": top, "summary": summarise(service, naive, top),
     }
     write_report(args.out, report)

@@ -60,6 +60,7 @@ class Settings:
     gateway_workers: int  # GATEWAY_WORKERS: CPU processes decoding images
     runner_queue_batches: int  # RUNNER_QUEUE_BATCHES: full batches each gateway worker may have in a runner at once
     device: str  # DEVICE: "auto", "cpu" or "cuda"
+    torch_compile: str  # TORCH_COMPILE: "off", or a torch.compile mode for the image towers ("reduce-overhead", ...)
     runner_gpus: str  # RUNNER_GPUS: GPUs each runner declares: "auto" (0.25 when CUDA is visible, else none) or a number
 
     @classmethod
@@ -94,6 +95,7 @@ class Settings:
             gateway_workers=_int("GATEWAY_WORKERS", 1),
             runner_queue_batches=_int("RUNNER_QUEUE_BATCHES", 2),
             device=_str("DEVICE", "auto"),
+            torch_compile=_str("TORCH_COMPILE", "off"),
             runner_gpus=_str("RUNNER_GPUS", "auto"),
         )
 

@@ -47,3 +47,20 @@ def test_cuda_aesthetic_scores_match_cpu(aesthetic_models) -> None:
             emb = model.encode_image(to_normalised(batch, cfg.mean, cfg.std, device)).float()
         results.append(linear(torch.nn.functional.normalize(emb, dim=-1)).squeeze(-1).cpu())
     torch.testing.assert_close(results[1], results[0], rtol=0, atol=0.05)
+
+
+def test_torch_compile_with_cuda_graphs_answers_like_eager(species_dev_model, monkeypatch) -> None:
+    import asyncio
+    import dataclasses
+
+    import runners.species as species
+
+    eager = species.SpeciesRunner.inner()
+    batch = np.stack([preprocess(decode_image(encode(photo(n)), 10**8), eager.cfg) for n in ("chelsea", "coffee")])
+    expected = asyncio.run(eager.predict(batch))
+    monkeypatch.setattr(species, "settings", dataclasses.replace(species.settings, torch_compile="reduce-overhead"))
+    compiled = species.SpeciesRunner.inner()
+    for images, want in ((batch, expected), (batch[:1], expected[:1]), (batch, expected)):  # graphs replayed
+        got = asyncio.run(compiled.predict(images))
+        assert [g.labels[0] for g in got] == [w.labels[0] for w in want]
+        np.testing.assert_allclose([g.scores for g in got], [w.scores for w in want], rtol=0, atol=0.02)
