@@ -64,3 +64,18 @@ def test_torch_compile_with_cuda_graphs_answers_like_eager(species_dev_model, mo
         got = asyncio.run(compiled.predict(images))
         assert [g.labels[0] for g in got] == [w.labels[0] for w in want]
         np.testing.assert_allclose([g.scores for g in got], [w.scores for w in want], rtol=0, atol=0.02)
+
+
+def test_eva02_attention_uses_a_fused_cuda_kernel_in_bf16(species_dev_model) -> None:
+    import collections
+
+    from torch.profiler import profile
+
+    device = torch.device("cuda")
+    model, _, cfg = load_species(Path(species_dev_model.path), device)
+    with torch.inference_mode(), autocast(device), profile() as prof:
+        model(torch.randn(4, 3, cfg.height, cfg.width, device=device))
+    names = collections.Counter(event.name for event in prof.events())
+    fused = sum(n for name, n in names.items()
+                if any(k in name for k in ("flash_attention", "efficient_attention", "cudnn_attention")))
+    assert fused >= len(model.blocks) and not any("attention_math" in name for name in names), dict(names)
