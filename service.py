@@ -96,6 +96,17 @@ def request_body(image: bytes, ctx: bentoml.Context) -> bytes:
     return image
 
 
+async def gather_or_cancel(calls: list[Awaitable[Any]]) -> list[Any]:
+    """Results of all calls, in order; when one fails (e.g. shed), the others are cancelled, not left running."""
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        raise
+
+
 def _fail(ctx: bentoml.Context, err: ServiceError) -> Response:
     ctx.response.status_code = err.status  # BentoML copies ctx's status onto returned responses
     return err.to_response()
@@ -205,7 +216,7 @@ class Gateway:
         texts = self.class_memo[model].get(key)
         if texts is None:  # image and class embeddings are independent: one round trip
             calls.append(call_runner(runner.to_async.class_embeddings, classes=classes, templates=templates))
-        results = await asyncio.gather(*calls)
+        results = await gather_or_cancel(calls)
         if texts is None:
             texts = np.asarray(results.pop())
             if texts.shape[0] != len(classes):

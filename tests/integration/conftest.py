@@ -46,6 +46,7 @@ def batch_histogram(server: Server, service: str) -> tuple[float, float, float]:
 
 @pytest.fixture(scope="session")
 def server(species_dev_model, aesthetic_models, zero_shot_models, tmp_path_factory) -> Server:
-    srv = start_server(tmp_path_factory.mktemp("serve") / "bentoml.log")
+    # One gateway worker whatever the caller's environment: counters (class_memo) are per worker.
+    srv = start_server(tmp_path_factory.mktemp("serve") / "bentoml.log", env={"GATEWAY_WORKERS": "1"})
     yield srv
     stop_server(srv)

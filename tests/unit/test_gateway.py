@@ -177,19 +177,53 @@ def test_a_runner_answer_of_the_wrong_length_is_503_and_not_remembered(gateway) 
 def test_a_request_shed_by_the_runner_gate_is_503_overloaded(gateway) -> None:
     from serving.admission import RunnerGate
 
-    class SlowSpecies(FakeSpecies):
+    release = asyncio.Event()
+
+    class HeldSpecies(FakeSpecies):
         async def predict(self, images: np.ndarray) -> list[TopK]:
-            await asyncio.sleep(0.3)
+            await release.wait()  # holds the only slot until the other request has been answered
             return await super().predict(images)
 
-    gateway.species = SlowSpecies()
+    gateway.species = HeldSpecies()
     gateway.gates["species"] = RunnerGate(limit=1, wait_s=0.05)
     body = encode(photo("coffee"))
 
-    async def two() -> list:
-        return await asyncio.gather(gateway.classify(body, ctx=make_ctx()), gateway.classify(body, ctx=make_ctx()))
+    async def two() -> tuple:
+        tasks = [asyncio.ensure_future(gateway.classify(body, ctx=make_ctx())) for _ in range(2)]
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        release.set()
+        return next(iter(done)).result(), await next(iter(pending))
 
-    served, shed = sorted(asyncio.run(two()), key=lambda r: hasattr(r, "status_code"))
-    assert len(served.predictions) == 3 and len(gateway.species.batches) == 1
+    shed, served = asyncio.run(two())
     assert shed.status_code == 503 and json.loads(shed.body)["error"] == "overloaded"
     assert shed.headers["retry-after"] == "1"
+    assert len(served.predictions) == 3 and len(gateway.species.batches) == 1
+
+
+def test_when_one_call_fails_the_others_are_cancelled() -> None:
+    from service import gather_or_cancel
+
+    cancelled = []
+
+    async def slow() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    async def shed() -> None:
+        raise RuntimeError("shed")
+
+    async def run() -> None:
+        with pytest.raises(RuntimeError, match="shed"):
+            await asyncio.wait_for(gather_or_cancel([slow(), shed(), slow()]), 5)
+        await asyncio.sleep(0)  # let the cancellations land
+
+    asyncio.run(run())
+    assert cancelled == [True, True]
+
+    async def fine() -> list:
+        return await gather_or_cancel([asyncio.sleep(0, result=i) for i in range(3)])
+
+    assert asyncio.run(fine()) == [0, 1, 2]
