@@ -125,3 +125,8 @@ class InferenceThread:
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn`` on the inference thread without blocking the event loop."""
         return await asyncio.wrap_future(self._pool.submit(functools.partial(fn, *args, **kwargs)))
+
+    def warm_up(self, forward: Callable[[np.ndarray], Any], height: int, width: int, compile_mode: str) -> None:
+        """Run ``forward`` on black uint8 images on this thread, at each of ``warm_up_sizes(compile_mode)``."""
+        for n in warm_up_sizes(compile_mode):
+            self.call(forward, np.zeros((n, height, width, 3), np.uint8))

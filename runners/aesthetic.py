@@ -23,7 +23,6 @@ from runners._torch import (
     pick_device,
     runner_config,
     to_normalised,
-    warm_up_sizes,
 )
 from serving import model_store
 from serving.settings import settings
@@ -69,8 +68,7 @@ class AestheticRunner:
         self.thread = InferenceThread("aesthetic")
         self.clip, self.head, self.cfg = self.thread.call(load_aesthetic, Path(clip.path), Path(head.path), self.device)
         self.encode_image = compile_model(self.clip.encode_image, settings.torch_compile)
-        for n in warm_up_sizes(settings.torch_compile):
-            self.thread.call(self._score, np.zeros((n, self.cfg.height, self.cfg.width, 3), np.uint8))
+        self.thread.warm_up(self._score, self.cfg.height, self.cfg.width, settings.torch_compile)
         logger.info("AestheticRunner ready: %s + %s on %s", clip.tag, head.tag, self.device)
 
     def _embed(self, images: np.ndarray) -> torch.Tensor:

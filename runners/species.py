@@ -22,7 +22,6 @@ from runners._torch import (
     pick_device,
     runner_config,
     to_normalised,
-    warm_up_sizes,
 )
 from serving import model_store
 from serving.imaging import PreprocessConfig
@@ -72,8 +71,7 @@ class SpeciesRunner:
         self.thread = InferenceThread("species")
         self.model, self.labels, self.cfg = self.thread.call(load_species, Path(stored.path), self.device)
         self.model = compile_model(self.model, settings.torch_compile)
-        for n in warm_up_sizes(settings.torch_compile):
-            self.thread.call(self._infer, np.zeros((n, self.cfg.height, self.cfg.width, 3), np.uint8))
+        self.thread.warm_up(self._infer, self.cfg.height, self.cfg.width, settings.torch_compile)
         logger.info("SpeciesRunner ready: %s on %s", stored.tag, self.device)
 
     def _infer(self, images: np.ndarray) -> list[TopK]:

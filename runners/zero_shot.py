@@ -25,7 +25,6 @@ from runners._torch import (
     pick_device,
     runner_config,
     to_normalised,
-    warm_up_sizes,
 )
 from serving import model_store
 from serving.cache import LRU
@@ -69,8 +68,7 @@ def make_zero_shot_runner(service_name: str, tag: str, max_batch_size: int, max_
             self.described = {**model_store.describe(stored), "logit_scale": self.logit_scale,
                               "preprocess": self.cfg.model_dump(mode="json")}
             self.encode_image = compile_model(self.model.encode_image, settings.torch_compile)
-            for n in warm_up_sizes(settings.torch_compile):
-                self.thread.call(self._encode_images, np.zeros((n, self.cfg.height, self.cfg.width, 3), np.uint8))
+            self.thread.warm_up(self._encode_images, self.cfg.height, self.cfg.width, settings.torch_compile)
             self.thread.call(self._encode_texts, ["a photo of a warm-up."])  # warm-up of both towers
             logger.info("%s ready: %s on %s", service_name, stored.tag, self.device)
 
