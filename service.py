@@ -141,6 +141,8 @@ class Gateway:
         self.aesthetic_cfg = PreprocessConfig.model_validate(clip.info.metadata["preprocess"])
         self.aesthetic_info = ScoreModelInfo(**model_store.describe(clip), head=str(head.tag))
         self.zero_shot_entries = {name: model_store.require(tag, ZERO_SHOT_SAVE_HINT) for name, tag in ZERO_SHOT_MODELS.items()}
+        self.zero_shot_cfgs = {name: PreprocessConfig.model_validate(entry.info.metadata["preprocess"])
+                               for name, entry in self.zero_shot_entries.items()}
         # Calls in flight per runner from this worker: a couple of full batches, so the runner's queue stays short.
         batches = settings.runner_queue_batches
         self.gates = {
@@ -194,7 +196,7 @@ class Gateway:
         if not 1 <= len(images) <= settings.zero_shot_max_batch_images:
             raise ServiceError(400, "invalid_images",
                                f"Give 1 to {settings.zero_shot_max_batch_images} images; got {len(images)}.")
-        cfg = PreprocessConfig.model_validate(self.zero_shot_entries[model].info.metadata["preprocess"])
+        cfg = self.zero_shot_cfgs[model]
         decoded = [decode_data_uri(uri) for uri in images]
 
         def prepare() -> np.ndarray:
