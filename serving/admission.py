@@ -5,14 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Awaitable, Callable, TypeVar
 
-from serving.errors import call_runner
+from serving.errors import RunnerBusy, call_runner
 
+__all__ = ["RunnerBusy", "RunnerGate"]
 T = TypeVar("T")
-
-
-class RunnerBusy(Exception):
-    """No slot freed up within the deadline: the request is shed before it reaches the runner."""
-
 
 class RunnerGate:
     """Lets at most ``limit`` calls into one runner at a time; the rest wait here, first come first served.

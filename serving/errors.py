@@ -28,12 +28,15 @@ class ServiceError(Exception):
                             headers=self.headers)
 
 
+class RunnerBusy(Exception):
+    """No runner slot freed up within the deadline: the request is shed before it reaches the runner
+    (raised by ``serving.admission.RunnerGate``)."""
+
+
 def is_overload(exc: BaseException) -> bool:
     """True when a request was shed before it ran: by the gateway's runner gate, or by BentoML's batcher when it
     could not meet its latency budget."""
     from bentoml.exceptions import ServiceUnavailable
-
-    from serving.admission import RunnerBusy
 
     return isinstance(exc, (ServiceUnavailable, RunnerBusy))
 

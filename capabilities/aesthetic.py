@@ -1,0 +1,50 @@
+"""Aesthetic score: ``POST /score``, the LAION aesthetic rating (0-10) of a raw image body."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Callable, Mapping
+
+import bentoml
+from starlette.responses import Response
+
+from capabilities.common import fail, image_batch, model_headers, request_body, run_model
+from runners.aesthetic import SAVE_HINT
+from serving import model_store
+from serving.admission import RunnerGate
+from serving.errors import ServiceError
+from serving.imaging import PreprocessConfig
+from serving.schemas import ScoreModelInfo, ScoreResponse
+from serving.settings import settings
+
+logger = logging.getLogger(__name__)
+
+SCORE_RANGE = (0.0, 10.0)
+
+
+class Aesthetic:
+    """Decodes and preprocesses for the aesthetic runner, clamps its regression output and shapes the answer.
+
+    ``runner`` and ``gates["aesthetic"]`` are read at call time, as in :class:`capabilities.species.Species`.
+    """
+
+    def __init__(self, runner: Callable[[], Any], gates: Mapping[str, RunnerGate]) -> None:
+        clip = model_store.require(settings.aesthetic_clip_model, SAVE_HINT)
+        head = model_store.require(settings.aesthetic_head_model, SAVE_HINT)
+        self.cfg = PreprocessConfig.model_validate(clip.info.metadata["preprocess"])
+        self.info = ScoreModelInfo(**model_store.describe(clip), head=str(head.tag))
+        self._runner, self._gates = runner, gates
+
+    async def score(self, image: bytes, ctx: bentoml.Context) -> ScoreResponse | Response:
+        try:
+            pixels = await image_batch(request_body(image, ctx), self.cfg)
+            (raw,) = await run_model(self._gates["aesthetic"].call(self._runner().to_async.score, pixels), "aesthetic")
+        except ServiceError as err:
+            return fail(ctx, err)
+        raw = float(raw)
+        if not math.isfinite(raw):
+            logger.error("aesthetic head returned %r", raw)
+            return fail(ctx, ServiceError(503, "inference_failed", "The aesthetic model failed; retry shortly."))
+        model_headers(ctx, self.info)
+        return ScoreResponse(score=min(max(raw, SCORE_RANGE[0]), SCORE_RANGE[1]), raw=raw, model=self.info)

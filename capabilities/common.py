@@ -1,0 +1,66 @@
+"""Request helpers shared by the capabilities: raw bodies, runner calls, error answers, model headers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Awaitable
+
+import anyio
+import bentoml
+import numpy as np
+from starlette.responses import Response
+
+from serving.errors import ServiceError, is_overload, overloaded
+from serving.imaging import PreprocessConfig, decode_image, draft_size, preprocess
+from serving.schemas import ModelInfo
+from serving.settings import settings
+
+logger = logging.getLogger(__name__)
+
+
+def request_body(image: bytes, ctx: bentoml.Context) -> bytes:
+    """The raw body; BentoML hands an empty body over as ``b"{}"``, so the header tells them apart."""
+    if image == b"{}" and ctx.request.headers.get("content-length", "0") == "0":
+        return b""
+    return image
+
+
+def fail(ctx: bentoml.Context, err: ServiceError) -> Response:
+    """The error answer of a BentoML API; BentoML copies ctx's status onto returned responses."""
+    ctx.response.status_code = err.status
+    return err.to_response()
+
+
+def model_headers(ctx: bentoml.Context, info: ModelInfo) -> None:
+    ctx.response.headers["X-Model-Tag"] = info.tag
+    ctx.response.headers["X-Model-Variant"] = info.variant
+
+
+async def image_batch(data: bytes, cfg: PreprocessConfig) -> np.ndarray:
+    """Decode and preprocess off the event loop: a batch of one uint8 image ``(1, H, W, 3)``."""
+    pixels = await anyio.to_thread.run_sync(
+        lambda: preprocess(decode_image(data, settings.max_image_pixels, draft_size(cfg)), cfg))
+    return pixels[None]
+
+
+async def run_model(call: Awaitable[Any], model: str) -> Any:
+    """Await a runner call; any failure becomes a 503 that names no internals."""
+    try:
+        return await call
+    except Exception as exc:
+        if is_overload(exc):
+            raise overloaded(model) from None
+        logger.exception("%s runner failed", model)
+        raise ServiceError(503, "inference_failed", f"The {model} model failed; retry shortly.") from None
+
+
+async def gather_or_cancel(calls: list[Awaitable[Any]]) -> list[Any]:
+    """Results of all calls, in order; when one fails (e.g. shed), the others are cancelled, not left running."""
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        raise
