@@ -5,9 +5,12 @@ PORT ?= 3000
 SHARED ?= ../shared/data
 LABELS ?= $(wildcard $(SHARED)/inat21/inat21_class_index.json)
 HEAD ?= $(wildcard $(SHARED)/aesthetic/sa_0_4_vit_b_16_linear.pth)
-# DEV=1 registers tiny random-initialised models instead of downloading the real weights.
+# DEV=1 registers tiny random-initialised models instead of downloading the real weights: offline, with the
+# real class names and LAION head where they are found, else numbered dev classes and a dev head.
 ifeq ($(DEV),1)
 SAVE_ARGS := --dev $(if $(LABELS),--labels $(LABELS))
+else
+SAVE_HINT := 'make serve DEV=1' serves tiny dev models, offline.
 endif
 SAVE_ARGS += $(if $(HEAD),--head $(HEAD))
 
@@ -31,7 +34,7 @@ models: install  ## register every model in the BentoML store if missing
 
 serve: install  ## register models if missing, then serve on http://localhost:$(PORT)
 	settings=$$($(PY) scripts/save_models.py all $(SAVE_ARGS)) || \
-	  { echo "Hint: 'make serve DEV=1' serves tiny dev models without the hub." >&2; exit 2; } && \
+	  { $(if $(SAVE_HINT),echo "Hint: $(SAVE_HINT)" >&2;) exit 2; } && \
 	env $$settings $(VENV)/bin/bentoml serve service:Gateway --port $(PORT)
 
 bento: install  ## build the versioned Bento (models registered if missing; DEV=1 for dev models)

@@ -33,7 +33,10 @@ class Aesthetic:
         clip = model_store.require(settings.aesthetic_clip_model, SAVE_HINT)
         head = model_store.require(settings.aesthetic_head_model, SAVE_HINT)
         self.cfg = PreprocessConfig.model_validate(clip.info.metadata["preprocess"])
-        self.info = ScoreModelInfo(**model_store.describe(clip), head=str(head.tag))
+        tower, head_info = model_store.describe(clip), model_store.describe(head)
+        dev = model_store.DEV in (tower["variant"], head_info["variant"])
+        self.info = ScoreModelInfo(tag=tower["tag"], variant=model_store.DEV if dev else model_store.RELEASE,
+                                   head=head_info["tag"], head_variant=head_info["variant"])
         self._runner, self._gates = runner, gates
 
     async def score(self, image: bytes, ctx: bentoml.Context) -> ScoreResponse | Response:
@@ -48,3 +51,4 @@ class Aesthetic:
             return fail(ctx, ServiceError(503, "inference_failed", "The aesthetic model failed; retry shortly."))
         model_headers(ctx, self.info)
         return ScoreResponse(score=min(max(raw, SCORE_RANGE[0]), SCORE_RANGE[1]), raw=raw, model=self.info)
+

@@ -1,12 +1,15 @@
 """The LAION aesthetic head (``sa_0_4_vit_b_16_linear.pth``) into the BentoML store.
 
-Downloaded from its canonical place (GitHub LAION-AI/aesthetic-predictor at a pinned commit) and checked against
-its sha256, unless ``--head PATH`` gives a local copy. Loaded with strict key and shape checks before storing.
+Downloaded from its canonical place (GitHub LAION-AI/aesthetic-predictor at a pinned commit, or the mirror named
+by ``AESTHETIC_HEAD_URL``) and checked against its sha256, unless ``--head PATH`` gives a local copy. Loaded with
+strict key and shape checks before storing. With ``--dev`` and no head to be had within a few seconds, a seeded
+random dev head is stored instead, labelled ``variant=dev`` like the dev towers.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import bentoml
@@ -14,19 +17,23 @@ import bentoml
 from runners.aesthetic import HEAD_DIM, HEAD_FILE, load_head
 from scripts import hub
 from serving import model_store
-from serving.model_store import RELEASE, SaveError
+from serving.model_store import DEV, RELEASE, SaveError
 from serving.settings import AESTHETIC_HEAD_NAME as HEAD_NAME
 
 logger = logging.getLogger(__name__)
 
 HEAD_COMMIT = "6d122adad522ab246644d9dc1c6d7a3810ee255f"
 HEAD_FILENAME = "sa_0_4_vit_b_16_linear.pth"
-HEAD_URL = f"https://raw.githubusercontent.com/LAION-AI/aesthetic-predictor/{HEAD_COMMIT}/{HEAD_FILENAME}"
+CANONICAL_HEAD_URL = f"https://raw.githubusercontent.com/LAION-AI/aesthetic-predictor/{HEAD_COMMIT}/{HEAD_FILENAME}"
+HEAD_URL = os.environ.get("AESTHETIC_HEAD_URL") or CANONICAL_HEAD_URL
 HEAD_SHA256 = "8ad3923d7ecf019df20ecd2ab5542a3075fbba0278d239c0371345f3d7fcbde0"
 DEFAULT_HEAD_PATH = Path(__file__).resolve().parents[1] / "models" / "aesthetic" / HEAD_FILENAME
+DEV_TAG = f"{HEAD_NAME}:{DEV}"
+DEV_SEED = 0
+DEV_DOWNLOAD_TIMEOUT_S = 3.0  # how long --dev tries for the real head before it stores the dev head
 
 
-def fetch_head(dest: Path, url: str = HEAD_URL, sha256: str = HEAD_SHA256) -> Path:
+def fetch_head(dest: Path, url: str = HEAD_URL, sha256: str = HEAD_SHA256, timeout: float = 10) -> Path:
     """Download the head to ``dest`` and check its sha256; nothing is left behind on failure."""
     import httpx
 
@@ -34,7 +41,7 @@ def fetch_head(dest: Path, url: str = HEAD_URL, sha256: str = HEAD_SHA256) -> Pa
     tmp = dest.with_suffix(".part")
     logger.info("Downloading %s", url)
     try:
-        with httpx.stream("GET", url, timeout=10, follow_redirects=True) as response:
+        with httpx.stream("GET", url, timeout=timeout, follow_redirects=True) as response:
             response.raise_for_status()
             with open(tmp, "wb") as fh:
                 for chunk in response.iter_bytes():
@@ -70,13 +77,54 @@ def read_head_file(path: Path):
     return state
 
 
-def save_head(head: Path | None = None, force: bool = False) -> bentoml.Model:
-    """Register the head from ``head``, the default local path, or the canonical download."""
+def dev_head_state(seed: int = DEV_SEED) -> dict:
+    """A seeded random ``Linear(512, 1)`` whose scores on L2-normalised embeddings spread around 5 (std about 2),
+    so dev answers use the 0-10 scale without meaning anything."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    return {"weight": torch.randn(1, HEAD_DIM, generator=generator) * 2.0, "bias": torch.tensor([5.0])}
+
+
+def save_dev_head(force: bool = False) -> bentoml.Model:
+    """Register the dev head as ``laion-aesthetic-vit-b16:dev`` (idempotent)."""
+    from safetensors.torch import save_file
+
+    if (kept := hub.existing(DEV_TAG, force)) is not None:
+        return kept
+    state = dev_head_state()
+    load_head(state)
+    labels = {"variant": DEV, "task": "aesthetic-head", "framework": "torch"}
+    with bentoml.models.create(DEV_TAG, labels=labels, module="torch") as entry:
+        save_file(state, str(Path(entry.path) / HEAD_FILE))
+        entry.info.metadata.update({
+            "input": "OpenAI CLIP ViT-B/16 image embedding (512-d, L2-normalised)",
+            "output": "meaningless: seeded random weights for tests and demos",
+            "source": f"dev: random Linear({HEAD_DIM}, 1), seed {DEV_SEED}",
+            "revision": "dev",
+            "canonical": False,
+        })
+    logger.info("Registered %s (dev head)", entry.tag)
+    return bentoml.models.get(entry.tag)
+
+
+def save_head(head: Path | None = None, force: bool = False, dev: bool = False) -> bentoml.Model:
+    """Register the head from ``head``, the default local path, or the canonical download.
+
+    With ``dev``, a failed download (tried for at most ``DEV_DOWNLOAD_TIMEOUT_S``) registers the dev head instead.
+    """
     from safetensors.torch import save_file
 
     path = Path(head) if head is not None else DEFAULT_HEAD_PATH
     if head is None and not path.is_file():
-        fetch_head(path)
+        try:
+            fetch_head(path, timeout=DEV_DOWNLOAD_TIMEOUT_S if dev else 10)
+        except SaveError as exc:
+            if not dev:
+                raise
+            logger.warning("No LAION head (%s); using the DEV head %s: random weights, its scores mean nothing.",
+                           str(exc).splitlines()[0], DEV_TAG)
+            return save_dev_head(force)
     if not path.is_file():
         raise SaveError(f"--head {path} does not exist.")
     sha = model_store.sha256_file(path)
@@ -92,7 +140,7 @@ def save_head(head: Path | None = None, force: bool = False) -> bentoml.Model:
         entry.info.metadata.update({
             "input": "OpenAI CLIP ViT-B/16 image embedding (512-d, L2-normalised)",
             "output": "LAION aesthetic rating, 0-10 scale, unbounded regression",
-            "source": f"{HEAD_URL}" if canonical else f"local:{path}",
+            "source": CANONICAL_HEAD_URL if canonical else f"local:{path}",
             "revision": HEAD_COMMIT if canonical else "unknown",
             "licence": "MIT (LAION-AI/aesthetic-predictor)",
             "sha256": sha,

@@ -5,6 +5,7 @@
     python scripts/save_models.py aesthetic --head sa_0_4_vit_b_16_linear.pth
     python scripts/save_models.py zero-shot                  # CLIP ViT-L/14 and OpenCLIP ViT-B/32
     python scripts/save_models.py all --dev --labels inat21_class_index.json   # every model, tiny dev versions
+    python scripts/save_models.py all --dev                  # the same offline: dev class names, a dev head
 
 Saving is idempotent: what is already stored is kept unless --force. Standard output gets one
 ``SETTING=tag`` line per model (the environment variables the service reads), for scripts to use;
@@ -82,7 +83,7 @@ def save(args: argparse.Namespace) -> dict[str, str]:
         clip = save_clip(AESTHETIC_CLIP, dev=args.dev, from_dir=from_dir, revision=revision, force=args.force,
                          full_size=args.full_size)
         tags["AESTHETIC_CLIP_MODEL"] = str(clip.tag)
-        tags["AESTHETIC_HEAD_MODEL"] = str(save_head(args.head, force=args.force).tag)
+        tags["AESTHETIC_HEAD_MODEL"] = str(save_head(args.head, force=args.force, dev=args.dev).tag)
     if args.model in ("zero-shot", "all"):
         chosen = getattr(args, "model_name", None)
         if from_dir is not None and chosen is None:

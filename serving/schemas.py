@@ -23,7 +23,9 @@ class ClassifyResponse(BaseModel):
 
 
 class ScoreModelInfo(ModelInfo):
+    variant: str = Field(description="'dev' when the image tower or the head is a dev model, else 'release'")
     head: str = Field(description="Store tag of the LAION aesthetic head")
+    head_variant: str = Field(description="'release' for the LAION head, 'dev' for the seeded random dev head")
 
 
 class ScoreResponse(BaseModel):

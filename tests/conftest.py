@@ -7,11 +7,19 @@ import os
 import tempfile
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SHARED_DATA_DIR", ROOT.parent / "shared" / "data"))
+REAL_HEAD = SHARED_DATA / "aesthetic" / "sa_0_4_vit_b_16_linear.pth"
+REAL_LABELS = SHARED_DATA / "inat21" / "inat21_class_index.json"
+# The real LAION head where ../shared has it (tag: the published head's sha256[:12]), else the dev head.
+HEAD_TAG = "laion-aesthetic-vit-b16:8ad3923d7ecf" if REAL_HEAD.is_file() else "laion-aesthetic-vit-b16:dev"
+
 # Must happen before bentoml is imported anywhere: it reads BENTOML_HOME once.
 os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="bentoml-test-home-")
 os.environ["SPECIES_MODEL"] = "eva02-inat21:dev"
 os.environ["AESTHETIC_CLIP_MODEL"] = "clip-vit-b16-openai:dev"
-os.environ["AESTHETIC_HEAD_MODEL"] = "laion-aesthetic-vit-b16:8ad3923d7ecf"  # the published head's sha256[:12]
+os.environ["AESTHETIC_HEAD_MODEL"] = HEAD_TAG
+os.environ["AESTHETIC_HEAD_URL"] = "http://127.0.0.1:9/sa_0_4_vit_b_16_linear.pth"  # refused at once: no network
 os.environ["ZERO_SHOT_L14_MODEL"] = "clip-vit-large-patch14:dev"
 os.environ["ZERO_SHOT_B32_MODEL"] = "open-clip-vit-b32:dev"
 os.environ["JOB_STORE_PATH"] = str(Path(os.environ["BENTOML_HOME"]) / "jobs" / "jobs.sqlite")
@@ -20,9 +28,6 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("SHARED_DATA_DIR", ROOT.parent / "shared" / "data"))
 
 
 def shared_file(relative: str) -> Path:
@@ -62,12 +67,15 @@ def laion_head() -> Path:
 
 
 @pytest.fixture(scope="session")
-def aesthetic_models(laion_head):
-    """(dev CLIP ViT-B/16 image tower, the real LAION head) in the test store."""
-    from scripts.aesthetic_head import save_head
+def aesthetic_models():
+    """(dev CLIP ViT-B/16 image tower, head) in the test store: the real LAION head when ../shared has it, else
+    the dev head, so the tests run on a bare clone too."""
+    from scripts.aesthetic_head import save_dev_head, save_head
     from scripts.clip_models import AESTHETIC_CLIP, save_clip
 
-    return save_clip(AESTHETIC_CLIP, dev=True), save_head(laion_head)
+    head = save_head(REAL_HEAD) if REAL_HEAD.is_file() else save_dev_head()
+    assert str(head.tag) == HEAD_TAG
+    return save_clip(AESTHETIC_CLIP, dev=True), head
 
 
 @pytest.fixture(scope="session")
@@ -83,5 +91,23 @@ def species_dev_model():
     """The dev species model in the test store, with real iNat21 names when ../shared is present."""
     from scripts.species_model import save_species
 
-    labels = SHARED_DATA / "inat21" / "inat21_class_index.json"
-    return save_species(dev=True, labels=labels if labels.is_file() else None)
+    return save_species(dev=True, labels=REAL_LABELS if REAL_LABELS.is_file() else None)
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption("--max-skipped", type=int, default=None,
+                     help="fail the run when more tests than this were skipped (GPU tests not counted)")
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """``--max-skipped N``: how a bare clone (no ../shared) proves it runs all but the real-data tests."""
+    limit = session.config.getoption("--max-skipped")
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if limit is None or reporter is None:
+        return
+    skipped = [r for r in reporter.stats.get("skipped", []) if "gpu" not in getattr(r, "keywords", {})]
+    if len(skipped) > limit:
+        where = "\n".join(f"  {r.nodeid}: {r.longrepr[-1] if isinstance(r.longrepr, tuple) else r.longrepr}"
+                          for r in skipped)
+        reporter.write_line(f"{len(skipped)} tests skipped, more than --max-skipped {limit}:\n{where}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

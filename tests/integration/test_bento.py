@@ -14,23 +14,25 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import ROOT, encode, photo
+from tests.conftest import HEAD_TAG, REAL_HEAD, REAL_LABELS, ROOT, encode, photo
 from tests.integration.conftest import BENTOML, start_server, stop_server
 
 pytestmark = pytest.mark.integration
 
 VERSION = re.search(r'^version = "(.+)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
-MODELS = {"eva02-inat21:dev", "clip-vit-b16-openai:dev", "laion-aesthetic-vit-b16:8ad3923d7ecf",
-          "clip-vit-large-patch14:dev", "open-clip-vit-b32:dev"}
+MODELS = {"eva02-inat21:dev", "clip-vit-b16-openai:dev", HEAD_TAG, "clip-vit-large-patch14:dev",
+          "open-clip-vit-b32:dev"}
 RUNNERS = {"SpeciesRunner", "AestheticRunner", "ClipL14Runner", "OpenClipB32Runner"}
 
 
 @pytest.fixture(scope="module")
-def bento(species_dev_model, aesthetic_models, zero_shot_models, laion_head, inat21_labels) -> bentoml.Bento:
+def bento(species_dev_model, aesthetic_models, zero_shot_models) -> bentoml.Bento:
+    """Built as a user would: with the real head and class names where ../shared has them, else offline."""
     build_id = f"t{uuid.uuid4().hex[:8]}"
+    data = [f"HEAD={REAL_HEAD if REAL_HEAD.is_file() else ''}", f"LABELS={REAL_LABELS if REAL_LABELS.is_file() else ''}"]
     proc = subprocess.run(
         ["make", "bento", "DEV=1", f"BUILD_ID={build_id}", f"PY={sys.executable}",
-         f"VENV={Path(sys.executable).parent.parent}", f"HEAD={laion_head}", f"LABELS={inat21_labels}"],
+         f"VENV={Path(sys.executable).parent.parent}", *data],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]

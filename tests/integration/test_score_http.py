@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from tests.conftest import encode, photo
+from tests.conftest import HEAD_TAG, REAL_HEAD, encode, photo
 from tests.integration.conftest import batch_histogram, burst
 
 pytestmark = pytest.mark.integration
@@ -20,10 +20,8 @@ pytestmark = pytest.mark.integration
 PHOTOS = ["chelsea", "coffee", "astronaut", "rocket"]
 
 
-@pytest.fixture(scope="module")
-def reference(aesthetic_models, laion_head: Path):
-    """Score bytes the way open_clip's own docs do: its eval transform, encode_image, L2 norm, the original head."""
-    clip, _ = aesthetic_models
+def open_clip_scorer(clip, head: dict):
+    """Score bytes the way open_clip's own docs do: its eval transform, encode_image, L2 norm, then ``head``."""
     model = open_clip.create_model(f"local-dir:{clip.path}", load_weights=False).eval()
     model.visual.load_state_dict(
         {k.removeprefix("visual."): v for k, v in load_file(str(Path(clip.path) / "open_clip_model.safetensors")).items()}
@@ -31,7 +29,6 @@ def reference(aesthetic_models, laion_head: Path):
     transform = open_clip.transform.image_transform_v2(
         open_clip.transform.PreprocessCfg(**open_clip.get_model_preprocess_cfg(model)), is_train=False
     )
-    head = torch.load(laion_head, map_location="cpu", weights_only=True)
 
     def score(data: bytes) -> float:
         with torch.no_grad():
@@ -40,6 +37,13 @@ def reference(aesthetic_models, laion_head: Path):
             return (emb @ head["weight"].T + head["bias"]).item()
 
     return score
+
+
+@pytest.fixture(scope="module")
+def reference(aesthetic_models):
+    """The independent reference on the stored head (the real LAION head when ../shared has it, else the dev head)."""
+    clip, head = aesthetic_models
+    return open_clip_scorer(clip, load_file(str(Path(head.path) / "head.safetensors")))
 
 
 def post_score(server, body: bytes, headers: dict | None = None) -> httpx.Response:
@@ -56,9 +60,18 @@ def test_served_score_matches_open_clip_reference(server, reference, name, fmt, 
     assert set(payload) == {"score", "raw", "model"}
     assert payload["raw"] == pytest.approx(reference(body), abs=1e-3)
     assert payload["score"] == min(max(payload["raw"], 0.0), 10.0)
-    assert payload["model"] == {"tag": "clip-vit-b16-openai:dev", "variant": "dev",
-                                "head": "laion-aesthetic-vit-b16:8ad3923d7ecf"}
+    assert payload["model"] == {"tag": "clip-vit-b16-openai:dev", "variant": "dev", "head": HEAD_TAG,
+                                "head_variant": "release" if REAL_HEAD.is_file() else "dev"}
     assert response.headers["x-model-variant"] == "dev"
+
+
+def test_served_score_uses_the_published_laion_head(server, aesthetic_models, laion_head: Path) -> None:
+    clip, _ = aesthetic_models
+    published = open_clip_scorer(clip, torch.load(laion_head, map_location="cpu", weights_only=True))
+    body = encode(photo("chelsea"))
+    response = post_score(server, body)
+    assert response.json()["model"]["head"] == "laion-aesthetic-vit-b16:8ad3923d7ecf"
+    assert response.json()["raw"] == pytest.approx(published(body), abs=1e-3)
 
 
 def test_score_is_served_without_a_content_type(server) -> None:

@@ -144,3 +144,48 @@ def test_loader_refuses_weights_for_other_towers(aesthetic_models, tmp_path: Pat
     clip, _ = aesthetic_models
     with pytest.raises(RuntimeError, match="do not match towers"):
         load_clip(Path(clip.path), torch.device("cpu"), ["visual", "text"])
+
+
+def test_dev_save_without_any_head_registers_the_labelled_dev_head(tmp_path: Path, monkeypatch, caplog) -> None:
+    import scripts.aesthetic_head as aesthetic_head
+    from runners.aesthetic import load_head
+
+    monkeypatch.setattr(aesthetic_head, "DEFAULT_HEAD_PATH", tmp_path / "absent" / "sa_0_4_vit_b_16_linear.pth")
+    with caplog.at_level("WARNING"):
+        head = save_head(dev=True)  # no --head, nothing at the default path, the download is refused (conftest)
+    assert str(head.tag) == "laion-aesthetic-vit-b16:dev" and head.info.labels["variant"] == "dev"
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "DEV head" in warning and "\n" not in warning
+    state = load_file(str(Path(head.path) / "head.safetensors"))
+    assert all(torch.equal(state[k], v) for k, v in aesthetic_head.dev_head_state().items())  # seeded
+    scores = load_head(state)(torch.nn.functional.normalize(torch.randn(256, 512), dim=-1)).squeeze(-1)
+    assert 3 < scores.mean().item() < 7 and scores.std().item() > 0.5  # spread over the 0-10 scale
+
+
+def test_without_dev_a_head_that_cannot_be_had_is_an_error(tmp_path: Path, monkeypatch) -> None:
+    import scripts.aesthetic_head as aesthetic_head
+
+    monkeypatch.setattr(aesthetic_head, "DEFAULT_HEAD_PATH", tmp_path / "absent" / "sa_0_4_vit_b_16_linear.pth")
+    with pytest.raises(SaveError, match="--head PATH"):
+        save_head()
+
+
+def test_dev_save_still_uses_a_head_it_is_given(tmp_path: Path) -> None:
+    path = tmp_path / "head.pth"
+    torch.save({"weight": torch.full((1, 512), 0.5), "bias": torch.zeros(1)}, path)
+    head = save_head(path, dev=True)
+    assert head.info.labels["variant"] == "release" and head.tag.version == sha256_file(path)[:12]
+
+
+def test_a_dev_head_makes_the_score_answer_dev(aesthetic_models, monkeypatch) -> None:
+    import dataclasses
+
+    import capabilities.aesthetic
+    from scripts.aesthetic_head import save_dev_head
+
+    dev = save_dev_head()
+    monkeypatch.setattr(capabilities.aesthetic, "settings",
+                        dataclasses.replace(capabilities.aesthetic.settings, aesthetic_head_model=str(dev.tag)))
+    info = capabilities.aesthetic.Aesthetic(lambda: None, {}).info
+    assert info.model_dump() == {"tag": "clip-vit-b16-openai:dev", "variant": "dev",
+                                 "head": "laion-aesthetic-vit-b16:dev", "head_variant": "dev"}

@@ -19,10 +19,10 @@ import torch
 from runners.species import load_species
 from scripts.species_model import save_species
 from serving.model_store import SaveError, sha256_file
-from tests.conftest import ROOT
+from tests.conftest import HEAD_TAG, REAL_HEAD, ROOT
 
 
-def test_dev_model_is_complete_and_marked_dev(species_dev_model, inat21_labels) -> None:
+def test_dev_model_is_complete_and_marked_dev(species_dev_model) -> None:
     model = species_dev_model
     assert str(model.tag) == "eva02-inat21:dev"
     assert model.info.labels["variant"] == "dev"
@@ -36,9 +36,23 @@ def test_dev_model_is_complete_and_marked_dev(species_dev_model, inat21_labels) 
     assert meta["preprocess"]["crop_pct"] == expected["crop_pct"]
     assert meta["preprocess"]["interpolation"] == expected["interpolation"]
     names = json.loads((Path(model.path) / "config.json").read_text())["label_names"]
+    assert len(names) == len(set(names)) == 10_000
+
+
+def test_dev_model_carries_the_real_inat21_names_in_index_order(species_dev_model, inat21_labels) -> None:
+    names = json.loads((Path(species_dev_model.path) / "config.json").read_text())["label_names"]
     reference = json.loads(inat21_labels.read_text())
     assert names[3867] == reference["3867"] == "Agelaius phoeniceus"
-    assert len(names) == 10_000
+    assert names == [reference[str(i)] for i in range(10_000)]
+
+
+def test_dev_model_without_labels_has_numbered_dev_class_names(tmp_path: Path) -> None:
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path)}
+    code = ("import json, pathlib; from scripts.species_model import save_species; m = save_species(dev=True); "
+            "print(json.dumps(json.loads((pathlib.Path(m.path) / 'config.json').read_text())['label_names'][:2]))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.splitlines()[-1]) == ["dev class 0000", "dev class 0001"]
 
 
 def test_saving_again_is_a_no_op_unless_forced(species_dev_model, tmp_path: Path) -> None:
@@ -160,16 +174,18 @@ def test_unreachable_hub_fails_fast_naming_offline_options(tmp_path: Path, kind:
     assert elapsed < 30, f"took {elapsed:.1f}s"
 
 
-def test_save_all_dev_prints_the_settings_the_service_reads(tmp_path: Path, laion_head: Path) -> None:
+def test_save_all_dev_prints_the_settings_the_service_reads(tmp_path: Path) -> None:
+    """With the real head where ../shared has it; offline (no head to download) the dev head."""
     env = {**os.environ, "BENTOML_HOME": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "scripts/save_models.py", "all", "--dev", "--head", str(laion_head)],
+    head = ["--head", str(REAL_HEAD)] if REAL_HEAD.is_file() else []
+    proc = subprocess.run([sys.executable, "scripts/save_models.py", "all", "--dev", *head],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     settings = dict(line.split("=", 1) for line in proc.stdout.splitlines())
     assert settings == {
         "SPECIES_MODEL": "eva02-inat21:dev",
         "AESTHETIC_CLIP_MODEL": "clip-vit-b16-openai:dev",
-        "AESTHETIC_HEAD_MODEL": "laion-aesthetic-vit-b16:8ad3923d7ecf",
+        "AESTHETIC_HEAD_MODEL": HEAD_TAG,
         "ZERO_SHOT_L14_MODEL": "clip-vit-large-patch14:dev",
         "ZERO_SHOT_B32_MODEL": "open-clip-vit-b32:dev",
     }
