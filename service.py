@@ -10,6 +10,7 @@ from typing import Any
 
 import bentoml
 
+from capabilities import health
 from capabilities.aesthetic import Aesthetic
 from capabilities.common import gather_or_cancel  # noqa: F401  (part of this module's interface)
 from capabilities.species import Species
@@ -21,13 +22,14 @@ from runners.species import SpeciesRunner
 from runners.zero_shot import ClipL14Runner, OpenClipB32Runner
 from serving.admission import RunnerGate
 from serving.middleware import GuardMiddleware, RawImageBodyMiddleware
-from serving.schemas import ClassifyResponse, JobAccepted, JobStatus, ScoreResponse, ZeroShotResult
+from serving.schemas import ClassifyResponse, JobAccepted, JobStatus, ScoreResponse, ScoresResponse, ZeroShotResult
 from serving.settings import ZERO_SHOT_B32_NAME, ZERO_SHOT_L14_NAME, settings
 from serving.zero_shot import ZeroShotConfig
 
 
 @bentoml.service(name="VisionGateway", workers=settings.gateway_workers, traffic={"timeout": 120})
 @bentoml.asgi_app(rest, path="/api")
+@bentoml.asgi_app(health.app, path="/")
 class Gateway:
     """Public API: POST /classify and /score (raw image bodies), zero-shot classification as jobs."""
 
@@ -80,6 +82,11 @@ class Gateway:
         """LAION aesthetic score (0-10) for a JPEG, PNG or WebP sent as the raw request body."""
         return await self.aesthetic_api.score(image, ctx)
 
+    @bentoml.api(route="/scores")
+    async def scores(self, image: bytes, /, ctx: bentoml.Context) -> ScoresResponse:
+        """Compatibility route: the /score answer plus ``aesthetic_score`` (the same 0-10 score)."""
+        return await self.aesthetic_api.scores(image, ctx)
+
     @bentoml.api
     async def zero_shot(self, model: str, image: str, classes: list[str], config: ZeroShotConfig | None = None,
                         ctx: bentoml.Context = None) -> ZeroShotResult:
@@ -109,6 +116,6 @@ class Gateway:
         return await self.zero_shot_api.models()
 
 
-Gateway.add_asgi_middleware(RawImageBodyMiddleware, routes=("/classify", "/score"))
+Gateway.add_asgi_middleware(RawImageBodyMiddleware, routes=("/classify", "/score", "/scores"))
 Gateway.add_asgi_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes, api_key=settings.api_key or None,
-                            max_in_flight=settings.gateway_max_concurrency)
+                            max_in_flight=settings.gateway_max_concurrency, open_paths=(health.PATH,))

@@ -1,4 +1,8 @@
-"""Aesthetic score: ``POST /score``, the LAION aesthetic rating (0-10) of a raw image body."""
+"""Aesthetic score: ``POST /score``, the LAION aesthetic rating (0-10) of a raw image body.
+
+``POST /scores`` answers the same plus ``aesthetic_score``, for clients of the API this service replaces
+(danactive/history's admin routes).
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from serving import model_store
 from serving.admission import RunnerGate
 from serving.errors import ServiceError
 from serving.imaging import PreprocessConfig
-from serving.schemas import ScoreModelInfo, ScoreResponse
+from serving.schemas import ScoreModelInfo, ScoreResponse, ScoresResponse
 from serving.settings import settings
 
 logger = logging.getLogger(__name__)
@@ -52,3 +56,8 @@ class Aesthetic:
         model_headers(ctx, self.info)
         return ScoreResponse(score=min(max(raw, SCORE_RANGE[0]), SCORE_RANGE[1]), raw=raw, model=self.info)
 
+    async def scores(self, image: bytes, ctx: bentoml.Context) -> ScoresResponse | Response:
+        answer = await self.score(image, ctx)
+        if not isinstance(answer, ScoreResponse):
+            return answer
+        return ScoresResponse(**answer.model_dump(), aesthetic_score=answer.score)

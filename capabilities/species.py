@@ -50,6 +50,7 @@ class Species:
             return fail(ctx, err)
         model_headers(ctx, self.info)
         return ClassifyResponse(
-            predictions=[Prediction(species=s, score=p) for s, p in zip(top.labels[:top_k], top.scores[:top_k])],
+            predictions=[Prediction(species=s, label=s, score=p)
+                         for s, p in zip(top.labels[:top_k], top.scores[:top_k])],
             model=self.info,
         )

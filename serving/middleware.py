@@ -41,8 +41,8 @@ def _json(status: int, error: str, detail: str, extra: list[tuple[bytes, bytes]]
 class GuardMiddleware:
     """The checks every request passes first: API key, body size, and the shape of shed requests.
 
-    - ``api_key``: when set, every route but the health and metrics routes needs ``Authorization: Bearer <key>``
-      or ``X-API-Key: <key>`` (401 otherwise).
+    - ``api_key``: when set, every route but the health and metrics routes (and ``open_paths``) needs
+      ``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` (401 otherwise).
     - ``max_in_flight``: requests being served by this worker at once; more get 429 with ``Retry-After``.
     - ``max_body_bytes``: a declared Content-Length above it is refused with 413 before any byte is read; a
       chunked body is counted as it arrives and refused once it passes the limit.
@@ -53,15 +53,16 @@ class GuardMiddleware:
     OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics"})
 
     def __init__(self, app: ASGIApp, max_body_bytes: int, api_key: str | None = None,
-                 max_in_flight: int | None = None) -> None:
+                 max_in_flight: int | None = None, open_paths: Iterable[str] = ()) -> None:
         self.app, self.max_body_bytes, self.api_key = app, max_body_bytes, api_key
         self.max_in_flight, self.in_flight = max_in_flight, 0
+        self.open_paths = self.OPEN_PATHS | frozenset(open_paths)
 
     async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
-        if self.api_key and scope["path"] not in self.OPEN_PATHS and not self._authorized(headers):
+        if self.api_key and scope["path"] not in self.open_paths and not self._authorized(headers):
             return await self._reply(send, 401, "unauthorized", "Send the API key as 'Authorization: Bearer <key>'.")
         content_type = headers.get(b"content-type", b"").lower()
         if content_type.startswith(b"multipart/") and b"boundary=" not in content_type:
@@ -77,7 +78,7 @@ class GuardMiddleware:
                 return await self._reply(send, 413, "payload_too_large",
                                          f"The body passed the limit of {self.max_body_bytes} bytes.")
             receive = _replay(body)
-        if scope["path"] in self.OPEN_PATHS or self.max_in_flight is None:
+        if scope["path"] in self.open_paths or self.max_in_flight is None:
             return await self.app(scope, receive, _shape_errors(send, scope))
         if self.in_flight >= self.max_in_flight:  # shed instead of queueing without bound
             for message in _json(429, "overloaded", "Too many requests in flight; retry after the Retry-After seconds.",

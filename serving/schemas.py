@@ -9,6 +9,7 @@ MAX_WAIT_S = 30.0  # longest a job status read may be held open for the job to f
 
 class Prediction(BaseModel):
     species: str = Field(description="Scientific name, e.g. 'Cardinalis cardinalis'")
+    label: str = Field(description="The same name as species (compatibility: danactive/history reads label)")
     score: float = Field(ge=0, le=1, description="Softmax probability")
 
 
@@ -32,6 +33,12 @@ class ScoreResponse(BaseModel):
     score: float = Field(ge=0, le=10, description="LAION aesthetic rating, clamped to 0-10")
     raw: float = Field(description="The head's unclamped regression output")
     model: ScoreModelInfo
+
+
+class ScoresResponse(ScoreResponse):
+    """``POST /scores`` (compatibility route): the ``/score`` answer plus ``aesthetic_score``."""
+
+    aesthetic_score: float = Field(ge=0, le=10, description="The same as score (danactive/history reads this)")
 
 
 class JobAccepted(BaseModel):

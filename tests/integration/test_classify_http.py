@@ -32,7 +32,7 @@ def assert_valid_predictions(payload: dict, names: set[str], k: int = 3) -> None
     assert set(payload) == {"predictions", "model"}
     preds = payload["predictions"]
     assert len(preds) == k
-    assert all(set(p) == {"species", "score"} for p in preds)
+    assert all(set(p) == {"species", "label", "score"} and p["label"] == p["species"] for p in preds)
     assert all(p["species"] in names for p in preds)
     scores = [p["score"] for p in preds]
     assert all(0.0 <= s <= 1.0 for s in scores)

@@ -54,6 +54,7 @@ def test_api_key_is_required_except_on_health_routes(guarded) -> None:
     assert httpx.post(f"{guarded.url}/classify", content=jpeg, headers={"X-API-Key": KEY}).status_code == 200
     assert httpx.get(f"{guarded.url}/readyz").status_code == 200
     assert httpx.get(f"{guarded.url}/livez").status_code == 200
+    assert httpx.get(f"{guarded.url}/health").json() == {"status": "ok"}
 
 
 def test_oversized_body_is_refused_before_it_is_read(guarded) -> None:
