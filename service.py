@@ -16,7 +16,8 @@ from capabilities.common import gather_or_cancel  # noqa: F401  (part of this mo
 from capabilities.species import Species
 from capabilities.zero_shot import MODELS as ZERO_SHOT_MODELS
 from capabilities.zero_shot import ZeroShot
-from capabilities.zero_shot_jobs import ZeroShotJobs, rest
+from capabilities.zero_shot_jobs import ZeroShotJobs
+from capabilities.zero_shot_rest import rest
 from runners.aesthetic import AestheticRunner
 from runners.species import SpeciesRunner
 from runners.zero_shot import ClipL14Runner, OpenClipB32Runner

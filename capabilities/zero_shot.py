@@ -45,10 +45,22 @@ class ZeroShot:
         self.class_memo = {name: LRU(settings.zero_shot_text_cache, weight=len) for name in MODELS}
         self._runners, self._gates = runners, gates
 
-    def check_model(self, model: str) -> None:
-        if model not in MODELS:
+    @staticmethod
+    def check_model(model: str) -> str:
+        """The model's name in kebab case (snake case is accepted, as by vitrivr's feature-extraction-server)."""
+        name = model.replace("_", "-")
+        if name not in MODELS:
             raise ServiceError(404, "unknown_model",
                                f"No zero-shot model {model[:100]!r}; available: {', '.join(MODELS)}.")
+        return name
+
+    async def runner_state(self, model: str) -> str:
+        """``running`` when the model's runner answers, else ``starting``."""
+        try:
+            await self._runners[model]().to_async.info()
+        except Exception:
+            return "starting"
+        return "running"
 
     async def ready(self) -> None:
         """Wait until every zero-shot runner answers."""
@@ -62,12 +74,13 @@ class ZeroShot:
 
     async def inputs(self, model: str, images: list[str], classes: list[str],
                      config: ZeroShotConfig) -> tuple[np.ndarray, list[str], list[str]]:
-        """Validate a request and preprocess its images: (uint8 pixels (N, H, W, 3), classes, templates)."""
-        self.check_model(model)
+        """Validate a request and preprocess its images: (uint8 pixels (N, H, W, 3), classes, templates).
+        ``model`` is a canonical name (:meth:`check_model`)."""
         classes, templates = check_classes(classes), check_templates(config.templates)
         if not 1 <= len(images) <= settings.zero_shot_max_batch_images:
             raise ServiceError(400, "invalid_images",
-                               f"Give 1 to {settings.zero_shot_max_batch_images} images; got {len(images)}.")
+                               f"Give 1 to {settings.zero_shot_max_batch_images} images; got {len(images)}. The limit "
+                               "is the ZERO_SHOT_MAX_BATCH_IMAGES setting (a vitrivr batchSize above it needs it raised).")
         cfg = self.cfgs[model]
         decoded = [decode_data_uri(uri) for uri in images]
 
@@ -103,10 +116,15 @@ class ZeroShot:
                        ctx: bentoml.Context) -> ZeroShotResult | Response:
         """Probabilities for one image (data URI) right away, without a job."""
         try:
-            pixels, classes, templates = await self.inputs(model, [image], classes, config or ZeroShotConfig())
-            probs = await run_model(self.infer(model, pixels, classes, templates), "zero-shot")
+            return await self.now(model, image, classes, config or ZeroShotConfig())
         except ServiceError as err:
             return fail(ctx, err)
+
+    async def now(self, model: str, image: str, classes: list[str], config: ZeroShotConfig) -> ZeroShotResult:
+        """One image's probabilities without a job (raises ServiceError)."""
+        model = self.check_model(model)
+        pixels, classes, templates = await self.inputs(model, [image], classes, config)
+        probs = await run_model(self.infer(model, pixels, classes, templates), "zero-shot")
         return ZeroShotResult(probabilities=probs[0].tolist())
 
     async def models(self) -> dict[str, list[dict[str, Any]]]:
@@ -115,7 +133,8 @@ class ZeroShot:
         models = []
         for name, entry in self.entries.items():
             item = {"id": name, **model_store.describe(entry), "architecture": entry.info.metadata["architecture"],
-                    "pretrained": entry.info.metadata["pretrained"], "class_memo": self.class_memo[name].stats()}
+                    "pretrained": entry.info.metadata["pretrained"], "logit_scale": entry.info.metadata["logit_scale"],
+                    "class_memo": self.class_memo[name].stats()}
             try:
                 item["text_cache"] = (await self._runners[name]().to_async.info())["cache"]
             except Exception:

@@ -1,21 +1,17 @@
 """Zero-shot jobs: submit image(s) and class names, get a job id, fetch the result; durable in the job store.
 
-Holds the REST routes (``rest``, mounted under ``/api``) and the job handling behind them and behind the
-gateway's BentoML job APIs.
+The job handling behind the REST routes (:mod:`capabilities.zero_shot_rest`) and the gateway's BentoML job APIs.
 """
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import anyio
 import bentoml
 import numpy as np
-from fastapi import Depends, FastAPI, Request
-from pydantic import BaseModel, ValidationError
 from starlette.responses import JSONResponse, Response
 
 from capabilities.common import fail
@@ -24,24 +20,29 @@ from serving.errors import ServiceError
 from serving.jobs import COMPLETE, FAILED, Job, JobStore, JobWorker, wait_until_final
 from serving.schemas import JobAccepted, JobStatus, ZeroShotResult
 from serving.settings import settings
-from serving.zero_shot import BatchedZeroShotJobRequest, ZeroShotConfig, ZeroShotJobRequest, check_wait
-
-TASK = "/tasks/zero-shot-image-classification"
-rest = FastAPI(title="Zero-shot image classification jobs")
+from serving.zero_shot import ZeroShotConfig, check_wait
 
 
 def _iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat() if ts is not None else None
 
 
-def job_status(job: Job) -> JobStatus:
-    """The public view of a job: result only when complete, error only when failed."""
-    return JobStatus(
-        id=job.id, model=job.model, status=job.status, created_at=_iso(job.created_at),
-        result=ZeroShotResult(**job.result) if job.status == COMPLETE else None,
-        error=job.error if job.status == FAILED else None,
-        expires_at=_iso(job.expires_at),
-    )
+def job_status(job: Job, per_image: bool = False) -> JobStatus:
+    """The public view of a job: result only when complete, error only when failed.
+
+    ``per_image`` (the batched status route, as vitrivr's feature-extraction-server answers it): the result is a
+    list of ``{"probabilities": [...]}``, one per image in image order. Otherwise a batched job's result is
+    ``{"probabilities": [[...], ...]}``.
+    """
+    result: ZeroShotResult | list[ZeroShotResult] | None = None
+    if job.status == COMPLETE:
+        probs = job.result["probabilities"]
+        if per_image:
+            result = [ZeroShotResult(probabilities=p) for p in (probs if job.batched else [probs])]
+        else:
+            result = ZeroShotResult(probabilities=probs)
+    return JobStatus(id=job.id, model=job.model, status=job.status, created_at=_iso(job.created_at), result=result,
+                     error=job.error if job.status == FAILED else None, expires_at=_iso(job.expires_at))
 
 
 class ZeroShotJobs:
@@ -70,6 +71,7 @@ class ZeroShotJobs:
 
     async def submit(self, model: str, images: list[str], classes: list[str], config: ZeroShotConfig,
                      batched: bool) -> JobAccepted:
+        model = self.zero_shot.check_model(model)
         pixels, classes, templates = await self.zero_shot.inputs(model, images, classes, config)
         if self.worker:
             job = await self.worker.submit(model, batched, pixels, classes, templates)
@@ -77,7 +79,7 @@ class ZeroShotJobs:
             job = await anyio.to_thread.run_sync(lambda: self.store.submit(model, batched, pixels, classes, templates))
         return JobAccepted(id=job.id, status=job.status)
 
-    async def status(self, job_id: str, wait: str | float | None = None) -> JobStatus:
+    async def status(self, job_id: str, wait: str | float | None = None, per_image: bool = False) -> JobStatus:
         """The job's status; with ``wait`` seconds, held until the job is complete or failed, or the time is up."""
         try:
             uuid.UUID(job_id)
@@ -86,7 +88,12 @@ class ZeroShotJobs:
         job = await wait_until_final(self.store, job_id, check_wait(wait), self.worker)
         if job is None:
             raise ServiceError(404, "unknown_job", f"No job {job_id}; it never existed or its retention has passed.")
-        return job_status(job)
+        return job_status(job, per_image)
+
+    async def unfinished(self, model: str) -> list[dict[str, str]]:
+        """The model's queued and running jobs, oldest first."""
+        rows = await anyio.to_thread.run_sync(self.store.unfinished, model)
+        return [{"id": job_id, "status": status} for job_id, status in rows]
 
     # The BentoML APIs' bodies (for bentoml.SyncHTTPClient / AsyncHTTPClient) ------------------------------------
 
@@ -102,62 +109,3 @@ class ZeroShotJobs:
             return JSONResponse((await self.status(job_id, wait)).model_dump(mode="json", exclude_none=True))
         except ServiceError as err:
             return fail(ctx, err)
-
-
-def current() -> ZeroShotJobs:
-    """The serving gateway's jobs capability (for the REST routes)."""
-    return bentoml.get_current_service().zero_shot_jobs
-
-
-async def _json_body(request: Request, schema: type[BaseModel]) -> Any:
-    try:
-        return schema.model_validate(json.loads(await request.body()))
-    except json.JSONDecodeError as exc:
-        raise ServiceError(400, "invalid_json", f"The body is not valid JSON: {exc.msg} at character {exc.pos}.")
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise ServiceError(400, "invalid_request", f"{where}: {first['msg']} ({exc.error_count()} error(s)).")
-
-
-async def _rest_submit(jobs: ZeroShotJobs, model: str, request: Request, schema: type[BaseModel],
-                       submit: Callable[[Any], Awaitable[JobAccepted]]) -> Response:
-    try:
-        jobs.zero_shot.check_model(model)
-        accepted = await submit(await _json_body(request, schema))
-    except ServiceError as err:
-        return err.to_response()
-    return JSONResponse(accepted.model_dump(), status_code=202)
-
-
-@rest.post(TASK + "/{model}/jobs", status_code=202, response_model=JobAccepted)
-async def rest_submit_job(model: str, request: Request, jobs: ZeroShotJobs = Depends(current)) -> Response:
-    """Submit one image: {"image": data URI, "classes": [...], "config": {"templates": [...]}}."""
-    return await _rest_submit(jobs, model, request, ZeroShotJobRequest,
-                              lambda body: jobs.submit(model, [body.image], body.classes, body.config, False))
-
-
-@rest.post(TASK + "/{model}/batched/jobs", status_code=202, response_model=JobAccepted)
-async def rest_submit_batched_job(model: str, request: Request, jobs: ZeroShotJobs = Depends(current)) -> Response:
-    """Submit several images sharing classes and config: {"image": [data URIs], ...}."""
-    return await _rest_submit(jobs, model, request, BatchedZeroShotJobRequest,
-                              lambda body: jobs.submit(model, body.image, body.classes, body.config, True))
-
-
-@rest.get(TASK + "/jobs/{job_id}", response_model=JobStatus)
-async def rest_job(job_id: str, wait: str | None = None, jobs: ZeroShotJobs = Depends(current)) -> Response:
-    """A job's status, with its result once complete; readable until its retention passes.
-
-    ``?wait=S`` (0 to 30 s) holds the request until the job is complete or failed, so a client needs no
-    polling loop; it answers with the current status when the time is up.
-    """
-    try:
-        return JSONResponse((await jobs.status(job_id, wait)).model_dump(mode="json", exclude_none=True))
-    except ServiceError as err:
-        return err.to_response()
-
-
-@rest.get(TASK + "/models")
-async def rest_models(jobs: ZeroShotJobs = Depends(current)) -> dict[str, list[dict[str, Any]]]:
-    """The zero-shot models this server runs."""
-    return await jobs.zero_shot.models()

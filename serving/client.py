@@ -83,7 +83,7 @@ class VisionClient:
         if len(images) == 1:
             path, body = f"{TASK}/{model}/jobs", {"image": data_uri(images[0])}
         else:
-            path, body = f"{TASK}/{model}/batched/jobs", {"image": [data_uri(i) for i in images]}
+            path, body = f"{TASK}/batched/{model}/jobs", {"image": [data_uri(i) for i in images]}
         body.update(classes=list(classes), config=config)
         return JobAccepted.model_validate(self._check(self.http.post(path, json=body)))
 
@@ -112,4 +112,4 @@ class VisionClient:
 
     def models(self) -> list[dict]:
         """The zero-shot models the server runs."""
-        return self._check(self.http.get(f"{TASK}/models"))["models"]
+        return self._check(self.http.get(f"{TASK}/models/details"))["models"]

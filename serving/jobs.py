@@ -192,6 +192,12 @@ class JobStore:
             return conn.execute("DELETE FROM jobs WHERE expires_at IS NOT NULL AND expires_at <= ?",
                                 (time.time(),)).rowcount
 
+    def unfinished(self, model: str, limit: int = 1000) -> list[tuple[str, str]]:
+        """(id, status) of the model's queued and running jobs, oldest first."""
+        with self._connect() as conn:
+            return conn.execute("SELECT id, status FROM jobs WHERE model = ? AND status IN (?, ?) "
+                                "ORDER BY created_at LIMIT ?", (model, STARTING, RUNNING, limit)).fetchall()
+
     def counts(self) -> dict[str, int]:
         with self._connect() as conn:
             return dict(conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall())

@@ -56,6 +56,7 @@ class JobStatus(BaseModel):
     model: str
     status: str = Field(description="starting | running | complete | failed")
     created_at: str
-    result: ZeroShotResult | None = Field(default=None, description="Only when complete")
+    result: ZeroShotResult | list[ZeroShotResult] | None = Field(
+        default=None, description="Only when complete; on the batched status route a list, one item per image")
     error: str | None = Field(default=None, description="Only when failed")
     expires_at: str | None = Field(default=None, description="When a finished job stops being readable")

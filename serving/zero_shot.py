@@ -20,9 +20,10 @@ _DATA_URI = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=
 
 
 class ZeroShotConfig(BaseModel):
-    """Options shared by all images of a request."""
+    """Options shared by all images of a request. Unknown keys are accepted and ignored (as by vitrivr's
+    feature-extraction-server, whose clients send ``{}``); the known ones are validated."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
     templates: list[str] | None = Field(
         default=None, description='Prompt templates, each with one "{}" for the class name; default ["a photo of a {}."]'
     )
@@ -30,33 +31,38 @@ class ZeroShotConfig(BaseModel):
 
 class ZeroShotJobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    image: str = Field(description="The image as a data URI: data:image/jpeg;base64,...")
+    image: str = Field(description="The image as a data URI (data:image/jpeg;base64,...) or bare base64")
     classes: list[str] = Field(description="Class names, in the order the probabilities come back")
     config: ZeroShotConfig = Field(default_factory=ZeroShotConfig)
 
 
 class BatchedZeroShotJobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    image: list[str] = Field(description="Images as data URIs; one probability list per image")
+    image: list[str] = Field(description="Images as data URIs or bare base64; one probability list per image")
     classes: list[str]
     config: ZeroShotConfig = Field(default_factory=ZeroShotConfig)
 
 
 def decode_data_uri(uri: str, max_bytes: int | None = None) -> bytes:
-    """The bytes inside a base64 ``data:`` URI. Raises 400 for malformed input, 413 when too long."""
+    """The bytes of an image given as a base64 ``data:`` URI or as bare base64 (the format is sniffed from the
+    bytes later). Raises 400 for malformed input, 413 when too long."""
     max_bytes = settings.max_data_uri_bytes if max_bytes is None else max_bytes
     if len(uri) > max_bytes:
         raise ServiceError(413, "payload_too_large", f"An image data URI is {len(uri)} characters; the limit is {max_bytes}.")
-    match = _DATA_URI.match(uri)
-    if not match:
-        raise ServiceError(400, "invalid_data_uri",
-                           'Images must be base64 data URIs like "data:image/jpeg;base64,/9j/4AAQ..."')
+    if uri[:5].lower() == "data:":
+        match = _DATA_URI.match(uri)
+        if not match:
+            raise ServiceError(400, "invalid_data_uri",
+                               'Images must be base64 data URIs like "data:image/jpeg;base64,/9j/4AAQ..." or bare base64.')
+        payload = uri[match.end():]
+    else:
+        payload = uri
     try:
-        data = base64.b64decode(uri[match.end():], validate=True)
+        data = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
-        raise ServiceError(400, "invalid_data_uri", "The data URI's payload is not valid base64.") from None
+        raise ServiceError(400, "invalid_data_uri", "The image is not valid base64 (a data URI or bare base64).") from None
     if not data:
-        raise ServiceError(400, "invalid_data_uri", "The data URI holds no bytes.")
+        raise ServiceError(400, "invalid_data_uri", "The image string holds no bytes.")
     return data
 
 

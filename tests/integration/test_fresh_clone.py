@@ -105,7 +105,7 @@ def test_a_bare_offline_clone_serves_every_endpoint_on_dev_models(tmp_path: Path
     status, score = out["score"]
     assert status == 200 and 0 <= score["score"] <= 10
     assert score["model"]["variant"] == score["model"]["head_variant"] == "dev"
-    assert out["submit"][0] == 202
+    assert out["submit"][0] == 200
     status, job = out["job"]
     assert status == 200 and job["status"] == "complete"
     assert len(job["result"]["probabilities"]) == 3 and abs(sum(job["result"]["probabilities"]) - 1) < 1e-5

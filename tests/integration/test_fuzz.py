@@ -49,6 +49,7 @@ JSONISH = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(all
 
 @FUZZ
 @given(route=st.sampled_from([f"{TASK}/open-clip-vit-b32/jobs", f"{TASK}/open-clip-vit-b32/batched/jobs",
+                              f"{TASK}/batched/open-clip-vit-b32/jobs", f"/api/legacy/tasks/zero-shot-image-classification/open-clip-vit-b32/jobs",
                               f"{TASK}/nope/jobs", "/zero_shot", "/submit_zero_shot", "/submit_zero_shot_batch",
                               "/zero_shot_job"]),
        body=st.one_of(JSONISH, st.fixed_dictionaries({"image": JSONISH, "classes": JSONISH, "config": JSONISH,

@@ -24,10 +24,11 @@ def test_data_uri_round_trip() -> None:
     payload = b"\xff\xd8\xff\xe0 some jpeg bytes"
     assert decode_data_uri("data:image/jpeg;base64," + base64.b64encode(payload).decode()) == payload
     assert decode_data_uri("data:;base64," + base64.b64encode(payload).decode()) == payload
+    assert decode_data_uri(base64.b64encode(payload).decode()) == payload  # bare base64, as FES clients send
 
 
 @pytest.mark.parametrize("uri", ["", "not a uri", "data:image/jpeg,rawtext", "data:image/jpeg;base64,@@@@",
-                                 "data:image/jpeg;base64,", "https://example.com/cat.jpg", "/9j/4AAQSkZJRg=="])
+                                 "data:image/jpeg;base64,", "https://example.com/cat.jpg", "/9j/4AAQSkZJRg", "data:image/png,/9j/4AAQ"])
 def test_malformed_data_uris_are_400(uri: str) -> None:
     err = _error(decode_data_uri, uri)
     assert (err.status, err.error) == (400, "invalid_data_uri")
@@ -129,3 +130,13 @@ def test_wait_accepts_seconds_from_0_to_30(value, expected) -> None:
 def test_bad_wait_says_what_to_send(value) -> None:
     err = _error(check_wait, value)
     assert err.status == 400 and err.error == "invalid_wait" and "0 to 30" in err.detail
+
+
+def test_fes_raw_cosine_probabilities_follow_from_ours() -> None:
+    """README (Migrating from FES): FES's softmax(cos) is softmax(log(p) / s) of our p = softmax(s * cos)."""
+    rng = np.random.default_rng(0)
+    images, classes = rng.normal(size=(3, 16)), rng.normal(size=(5, 16))
+    ours, fes = probabilities(images, classes, 100.0), probabilities(images, classes, 1.0)
+    logits = np.log(ours) / 100.0
+    recovered = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    np.testing.assert_allclose(recovered / recovered.sum(axis=-1, keepdims=True), fes, rtol=1e-9)
