@@ -17,7 +17,7 @@ SAVE_ARGS += $(if $(HEAD),--head $(HEAD))
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 BUILD_ID ?= $(shell git describe --always --dirty --abbrev=8 2>/dev/null || date -u +%Y%m%d%H%M%S)
 BENTO_TAG = vision-serve:$(VERSION)-$(BUILD_ID)
-RUNNER_GPUS ?= 0.25
+RUNNER_GPUS ?= 0.2
 
 .PHONY: install models serve test bento bench bench-gpu clean
 

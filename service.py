@@ -20,11 +20,11 @@ from capabilities.zero_shot_jobs import ZeroShotJobs
 from capabilities.zero_shot_rest import rest
 from runners.aesthetic import AestheticRunner
 from runners.species import SpeciesRunner
-from runners.zero_shot import ClipL14Runner, OpenClipB32Runner
+from runners.zero_shot import ClipL14Runner, OpenClipB32Laion2bRunner, OpenClipB32Runner
 from serving.admission import RunnerGate
 from serving.middleware import GuardMiddleware, RawImageBodyMiddleware
 from serving.schemas import ClassifyResponse, JobAccepted, JobStatus, ScoreResponse, ScoresResponse, ZeroShotResult
-from serving.settings import ZERO_SHOT_B32_NAME, ZERO_SHOT_L14_NAME, settings
+from serving.settings import ZERO_SHOT_B32_LAION2B_NAME, ZERO_SHOT_B32_NAME, ZERO_SHOT_L14_NAME, settings
 from serving.zero_shot import ZeroShotConfig
 
 
@@ -38,11 +38,13 @@ class Gateway:
     aesthetic = bentoml.depends(AestheticRunner)
     zero_shot_l14 = bentoml.depends(ClipL14Runner)
     zero_shot_b32 = bentoml.depends(OpenClipB32Runner)
+    zero_shot_b32_laion2b = bentoml.depends(OpenClipB32Laion2bRunner)
     # Read for preprocessing configs only; the runners load the weights.
     species_model = bentoml.models.BentoModel(settings.species_model)
     aesthetic_clip_model = bentoml.models.BentoModel(settings.aesthetic_clip_model)
     zero_shot_l14_model = bentoml.models.BentoModel(settings.zero_shot_l14_model)
     zero_shot_b32_model = bentoml.models.BentoModel(settings.zero_shot_b32_model)
+    zero_shot_b32_laion2b_model = bentoml.models.BentoModel(settings.zero_shot_b32_laion2b_model)
 
     def __init__(self) -> None:
         # Calls in flight per runner from this worker: a couple of full batches, so the runner's queue stays short.
@@ -58,7 +60,8 @@ class Gateway:
         self.species_api = Species(lambda: self.species, self.gates)
         self.aesthetic_api = Aesthetic(lambda: self.aesthetic, self.gates)
         self.zero_shot_api = ZeroShot({ZERO_SHOT_L14_NAME: lambda: self.zero_shot_l14,
-                                       ZERO_SHOT_B32_NAME: lambda: self.zero_shot_b32}, self.gates)
+                                       ZERO_SHOT_B32_NAME: lambda: self.zero_shot_b32,
+                                       ZERO_SHOT_B32_LAION2B_NAME: lambda: self.zero_shot_b32_laion2b}, self.gates)
         self.class_memo = self.zero_shot_api.class_memo
         self.zero_shot_jobs = ZeroShotJobs(self.zero_shot_api)
 

@@ -22,12 +22,13 @@ from serving.cache import LRU
 from serving.errors import ServiceError, call_runner
 from serving.imaging import PreprocessConfig, decode_image, draft_size, preprocess
 from serving.schemas import ZeroShotResult
-from serving.settings import ZERO_SHOT_B32_NAME, ZERO_SHOT_L14_NAME, settings
+from serving.settings import ZERO_SHOT_B32_LAION2B_NAME, ZERO_SHOT_B32_NAME, ZERO_SHOT_L14_NAME, settings
 from serving.zero_shot import ZeroShotConfig, check_classes, check_templates, decode_data_uri, probabilities
 
 logger = logging.getLogger(__name__)
 
-MODELS = {ZERO_SHOT_L14_NAME: settings.zero_shot_l14_model, ZERO_SHOT_B32_NAME: settings.zero_shot_b32_model}
+MODELS = {ZERO_SHOT_L14_NAME: settings.zero_shot_l14_model, ZERO_SHOT_B32_NAME: settings.zero_shot_b32_model,
+          ZERO_SHOT_B32_LAION2B_NAME: settings.zero_shot_b32_laion2b_model}
 
 
 class ZeroShot:

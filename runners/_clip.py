@@ -1,12 +1,15 @@
 """Loading open_clip models from the BentoML store, shared by the CLIP-based runners.
 
 A store entry is an open_clip ``local-dir`` folder: ``open_clip_config.json`` (model_cfg + preprocess_cfg) and
-``open_clip_model.safetensors`` holding either the whole model or only the towers listed in its metadata.
+``open_clip_model.safetensors`` holding either the whole model or only the towers listed in its metadata. A model
+whose text tower is a Hugging Face transformer (the multilingual XLM-R ViT-B/32) also keeps that transformer's
+``config.json`` and its tokenizer files in the folder, so it builds without the hub.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,6 +22,28 @@ CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
 TOWER_PREFIXES = {"visual": ("visual.",), "text": ("transformer.", "token_embedding.", "positional_embedding",
                                                   "ln_final.", "text_projection", "attn_mask", "text.")}
+
+
+HF_TEXT_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                 "sentencepiece.bpe.model")  # those present are kept beside the weights
+
+
+def hf_text_cfg(folder: Path) -> dict[str, Any] | None:
+    """For a Hugging Face text tower, its text_cfg pointed at ``folder`` (which holds its config and tokenizer)
+    with no weight download (the CLIP weights hold the tower); None for open_clip's own text transformer."""
+    text_cfg = json.loads((Path(folder) / CONFIG_FILE).read_text())["model_cfg"].get("text_cfg", {})
+    if not text_cfg.get("hf_model_name"):
+        return None
+    return {**text_cfg, "hf_model_name": str(folder), "hf_tokenizer_name": str(folder), "hf_model_pretrained": False}
+
+
+def create_open_clip(folder: Path, **kwargs: Any) -> torch.nn.Module:
+    """``open_clip.create_model`` on an open_clip folder, with a Hugging Face text tower built from the folder."""
+    import open_clip
+
+    if (text_cfg := hf_text_cfg(folder)) is not None:
+        kwargs.update(text_cfg=text_cfg, pretrained_text=False)
+    return open_clip.create_model(f"local-dir:{folder}", **kwargs)
 
 
 def preprocess_config(open_clip_cfg: dict[str, Any]) -> PreprocessConfig:
@@ -52,7 +77,7 @@ def load_clip(path: Path, device: torch.device, towers: Sequence[str]) -> tuple[
     from safetensors.torch import load_file
 
     with _quiet_random_init():  # weights are loaded right below; open_clip's warning would mislead operators
-        model = open_clip.create_model(f"local-dir:{path}", load_weights=False)
+        model = create_open_clip(Path(path), load_weights=False)
     state = load_file(str(Path(path) / WEIGHTS_FILE))
     expected = tower_state(model.state_dict(), towers)
     missing, unexpected = set(expected) - set(state), set(state) - set(expected)
@@ -66,7 +91,8 @@ def load_clip(path: Path, device: torch.device, towers: Sequence[str]) -> tuple[
 
 class _DropRandomInitWarning(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return "initialized randomly" not in record.getMessage() and "no CLIP weights found" not in record.getMessage()
+        message = record.getMessage()
+        return not any(s in message for s in ("initialized randomly", "no CLIP weights found", "initialized partially"))
 
 
 @contextlib.contextmanager

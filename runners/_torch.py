@@ -21,14 +21,14 @@ def gpu_available() -> bool:
     return torch.cuda.is_available()
 
 
-GPU_SHARE = 0.25  # four runners share one GPU: BentoML places fractional requests on the same device
+GPU_SHARE = 0.2  # five runners share one GPU: BentoML places fractional requests on the same device
 
 
 def service_resources() -> dict[str, Any]:
     """BentoML ``resources`` for a runner, from RUNNER_GPUS.
 
-    ``auto`` declares a quarter GPU when CUDA is visible (so every runner lands on the same GPU instead of
-    three of them being handed devices that do not exist), else CPU only. A number declares that many GPUs
+    ``auto`` declares a fifth of a GPU when CUDA is visible (so every runner lands on the same GPU instead of
+    four of them being handed devices that do not exist), else CPU only. A number declares that many GPUs
     regardless of this machine, e.g. when building a Bento for GPU clouds on a CPU-only machine.
     """
     from serving.settings import settings
@@ -38,7 +38,7 @@ def service_resources() -> dict[str, Any]:
         try:
             share = float(settings.runner_gpus)
         except ValueError:
-            raise ValueError(f"RUNNER_GPUS={settings.runner_gpus!r}: use 'auto' or a number such as 0.25") from None
+            raise ValueError(f"RUNNER_GPUS={settings.runner_gpus!r}: use 'auto' or a number such as 0.2") from None
     return {"gpu": share} if share > 0 else {"cpu": "1"}
 
 

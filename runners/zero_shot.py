@@ -1,8 +1,12 @@
 """Zero-shot runners: CLIP image and text embeddings for caller-supplied class names.
 
-Models: OpenAI CLIP ViT-L/14 (open_clip ``ViT-L-14`` / ``openai``, MIT) as ``clip-vit-large-patch14`` and OpenCLIP
-ViT-B/32 trained on LAION-2B (open_clip ``ViT-B-32`` / ``laion2b_s34b_b79k``, MIT) as ``open-clip-vit-b32``.
-Both store entries hold both towers, the model's learned logit scale and the BPE vocabulary of its tokenizer.
+Models: OpenAI CLIP ViT-L/14 (open_clip ``ViT-L-14`` / ``openai``, MIT) as ``clip-vit-large-patch14``; the
+multilingual OpenCLIP ViT-B/32 with an XLM-RoBERTa-base text tower trained on LAION-5B (open_clip
+``xlm-roberta-base-ViT-B-32`` / ``laion5b_s13b_b90k``, MIT) as ``open-clip-vit-b32``, as in vitrivr's
+feature-extraction-server; and the English OpenCLIP ViT-B/32 trained on LAION-2B (``ViT-B-32`` /
+``laion2b_s34b_b79k``, MIT) as ``open-clip-vit-b32-laion2b``.
+Each store entry holds both towers, the model's learned logit scale and its tokenizer (CLIP's BPE vocabulary, or
+the Hugging Face tokenizer files of the XLM-R tower).
 Class embeddings follow CLIP's zero-shot recipe (mean of normalised prompt embeddings, renormalised) and are
 kept in a bounded LRU keyed by (template set, class name), so repeated class lists cost no text-tower work.
 """
@@ -17,7 +21,7 @@ import bentoml
 import numpy as np
 import torch
 
-from runners._clip import load_clip
+from runners._clip import hf_text_cfg, load_clip
 from runners._torch import (
     InferenceThread,
     autocast,
@@ -38,11 +42,18 @@ SAVE_HINT = "python scripts/save_models.py zero-shot   (or --dev for tiny test m
 
 
 def load_zero_shot(path: Path, device: torch.device) -> tuple[torch.nn.Module, Any, PreprocessConfig, float]:
-    """(CLIP model, tokenizer, preprocess config, exp(logit_scale)) from a store folder with both towers."""
+    """(CLIP model, tokenizer, preprocess config, exp(logit_scale)) from a store folder with both towers.
+
+    The tokenizer is the one saved with the weights: CLIP's BPE vocabulary, or the Hugging Face tokenizer files
+    beside a Hugging Face text tower (read by open_clip's own tokenizer factory)."""
+    import open_clip
     from open_clip.tokenizer import SimpleTokenizer
 
     model, cfg = load_clip(path, device, towers=["visual", "text"])
-    tokenizer = SimpleTokenizer(bpe_path=str(Path(path) / VOCAB_FILE), context_length=model.context_length)
+    if hf_text_cfg(path) is not None:
+        tokenizer = open_clip.get_tokenizer(f"local-dir:{path}")
+    else:
+        tokenizer = SimpleTokenizer(bpe_path=str(Path(path) / VOCAB_FILE), context_length=model.context_length)
     return model, tokenizer, cfg, float(model.logit_scale.exp().item())
 
 
@@ -130,5 +141,9 @@ ClipL14Runner = make_zero_shot_runner(
 )
 OpenClipB32Runner = make_zero_shot_runner(
     "OpenClipB32Runner", settings.zero_shot_b32_model, settings.zero_shot_max_batch_size,
+    settings.zero_shot_max_latency_ms,
+)
+OpenClipB32Laion2bRunner = make_zero_shot_runner(
+    "OpenClipB32Laion2bRunner", settings.zero_shot_b32_laion2b_model, settings.zero_shot_max_batch_size,
     settings.zero_shot_max_latency_ms,
 )

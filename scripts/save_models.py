@@ -27,9 +27,10 @@ from scripts.aesthetic_head import save_head  # noqa: E402
 from scripts.clip_models import AESTHETIC_CLIP, ZERO_SHOT_CLIPS, save_clip  # noqa: E402
 from scripts.species_model import SPECIES_ARCH, SPECIES_REPO, save_species  # noqa: E402
 from serving.model_store import SaveError  # noqa: E402
-from serving.settings import ZERO_SHOT_B32_NAME, ZERO_SHOT_L14_NAME  # noqa: E402
+from serving.settings import ZERO_SHOT_B32_LAION2B_NAME, ZERO_SHOT_B32_NAME, ZERO_SHOT_L14_NAME  # noqa: E402
 
-ZERO_SHOT_SETTINGS = {ZERO_SHOT_L14_NAME: "ZERO_SHOT_L14_MODEL", ZERO_SHOT_B32_NAME: "ZERO_SHOT_B32_MODEL"}
+ZERO_SHOT_SETTINGS = {ZERO_SHOT_L14_NAME: "ZERO_SHOT_L14_MODEL", ZERO_SHOT_B32_NAME: "ZERO_SHOT_B32_MODEL",
+                      ZERO_SHOT_B32_LAION2B_NAME: "ZERO_SHOT_B32_LAION2B_MODEL"}
 
 logger = logging.getLogger("save_models")
 
@@ -54,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     ae = sub.add_parser("aesthetic", help="CLIP ViT-B/16 image tower + LAION aesthetic head")
     _source_args(ae, "CLIP ViT-B/16")
     ae.add_argument("--head", type=Path, help="local sa_0_4_vit_b_16_linear.pth (default: models/aesthetic/, else download)")
-    zs = sub.add_parser("zero-shot", help="CLIP ViT-L/14 (OpenAI) and OpenCLIP ViT-B/32 (LAION-2B), both towers")
+    zs = sub.add_parser("zero-shot", help="CLIP ViT-L/14 (OpenAI), OpenCLIP XLM-R ViT-B/32 (multilingual) and "
+                                             "ViT-B/32 (LAION-2B), both towers")
     _source_args(zs, "CLIP model")
     zs.add_argument("--model", dest="model_name", choices=list(ZERO_SHOT_CLIPS),
                     help="only this model (required with --from-dir)")
@@ -87,7 +89,7 @@ def save(args: argparse.Namespace) -> dict[str, str]:
     if args.model in ("zero-shot", "all"):
         chosen = getattr(args, "model_name", None)
         if from_dir is not None and chosen is None:
-            raise SaveError("--from-dir imports one model: add --model clip-vit-large-patch14 or open-clip-vit-b32.")
+            raise SaveError(f"--from-dir imports one model: add --model with one of {', '.join(ZERO_SHOT_CLIPS)}.")
         for name, spec in ZERO_SHOT_CLIPS.items():
             if chosen in (None, name):
                 model = save_clip(spec, dev=args.dev, from_dir=from_dir, revision=revision, force=args.force,

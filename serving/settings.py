@@ -9,7 +9,8 @@ SPECIES_MODEL_NAME = "eva02-inat21"
 AESTHETIC_CLIP_NAME = "clip-vit-b16-openai"
 AESTHETIC_HEAD_NAME = "laion-aesthetic-vit-b16"
 ZERO_SHOT_L14_NAME = "clip-vit-large-patch14"
-ZERO_SHOT_B32_NAME = "open-clip-vit-b32"
+ZERO_SHOT_B32_NAME = "open-clip-vit-b32"  # multilingual (XLM-R text tower), as in vitrivr's feature-extraction-server
+ZERO_SHOT_B32_LAION2B_NAME = "open-clip-vit-b32-laion2b"  # English
 
 
 def _int(name: str, default: int) -> int:
@@ -39,7 +40,8 @@ class Settings:
     aesthetic_max_batch_size: int  # AESTHETIC_MAX_BATCH_SIZE
     aesthetic_max_latency_ms: int  # AESTHETIC_MAX_LATENCY_MS
     zero_shot_l14_model: str  # ZERO_SHOT_L14_MODEL: store tag of CLIP ViT-L/14 (both towers)
-    zero_shot_b32_model: str  # ZERO_SHOT_B32_MODEL: store tag of OpenCLIP ViT-B/32 (both towers)
+    zero_shot_b32_model: str  # ZERO_SHOT_B32_MODEL: store tag of the multilingual OpenCLIP XLM-R ViT-B/32
+    zero_shot_b32_laion2b_model: str  # ZERO_SHOT_B32_LAION2B_MODEL: store tag of the English OpenCLIP ViT-B/32
     zero_shot_max_batch_size: int  # ZERO_SHOT_MAX_BATCH_SIZE: images (or prompts) per forward pass
     zero_shot_max_latency_ms: int  # ZERO_SHOT_MAX_LATENCY_MS
     zero_shot_text_cache: int  # ZERO_SHOT_TEXT_CACHE: class embeddings kept per model (LRU)
@@ -61,7 +63,7 @@ class Settings:
     runner_queue_batches: int  # RUNNER_QUEUE_BATCHES: full batches each gateway worker may have in a runner at once
     device: str  # DEVICE: "auto", "cpu" or "cuda"
     torch_compile: str  # TORCH_COMPILE: "off", or a torch.compile mode for the image towers ("reduce-overhead", ...)
-    runner_gpus: str  # RUNNER_GPUS: GPUs each runner declares: "auto" (0.25 when CUDA is visible, else none) or a number
+    runner_gpus: str  # RUNNER_GPUS: GPUs each runner declares: "auto" (0.2 when CUDA is visible, else none) or a number
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -75,6 +77,7 @@ class Settings:
             aesthetic_max_latency_ms=_int("AESTHETIC_MAX_LATENCY_MS", 10_000),
             zero_shot_l14_model=_str("ZERO_SHOT_L14_MODEL", f"{ZERO_SHOT_L14_NAME}:latest"),
             zero_shot_b32_model=_str("ZERO_SHOT_B32_MODEL", f"{ZERO_SHOT_B32_NAME}:latest"),
+            zero_shot_b32_laion2b_model=_str("ZERO_SHOT_B32_LAION2B_MODEL", f"{ZERO_SHOT_B32_LAION2B_NAME}:latest"),
             zero_shot_max_batch_size=_int("ZERO_SHOT_MAX_BATCH_SIZE", 64),
             zero_shot_max_latency_ms=_int("ZERO_SHOT_MAX_LATENCY_MS", 10_000),
             zero_shot_text_cache=_int("ZERO_SHOT_TEXT_CACHE", 8192),

@@ -22,6 +22,7 @@ os.environ["AESTHETIC_HEAD_MODEL"] = HEAD_TAG
 os.environ["AESTHETIC_HEAD_URL"] = "http://127.0.0.1:9/sa_0_4_vit_b_16_linear.pth"  # refused at once: no network
 os.environ["ZERO_SHOT_L14_MODEL"] = "clip-vit-large-patch14:dev"
 os.environ["ZERO_SHOT_B32_MODEL"] = "open-clip-vit-b32:dev"
+os.environ["ZERO_SHOT_B32_LAION2B_MODEL"] = "open-clip-vit-b32-laion2b:dev"
 os.environ["JOB_STORE_PATH"] = str(Path(os.environ["BENTOML_HOME"]) / "jobs" / "jobs.sqlite")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.integration
 
 API = "/api"
 TASK = "zero-shot-image-classification"
-MODELS = ["clip-vit-large-patch14", "open-clip-vit-b32"]
+MODELS = ["clip-vit-large-patch14", "open-clip-vit-b32", "open-clip-vit-b32-laion2b"]
 JSON = {"Content-Type": "application/json"}
 
 

@@ -57,7 +57,7 @@ DRIVER = textwrap.dedent('''
 ''')
 
 UNSET = ("SPECIES_MODEL", "AESTHETIC_CLIP_MODEL", "AESTHETIC_HEAD_MODEL", "ZERO_SHOT_L14_MODEL", "ZERO_SHOT_B32_MODEL",
-         "AESTHETIC_HEAD_URL", "SHARED_DATA_DIR")
+         "ZERO_SHOT_B32_LAION2B_MODEL", "AESTHETIC_HEAD_URL", "SHARED_DATA_DIR")
 
 
 def isolated_network() -> list[str] | None:

@@ -35,7 +35,7 @@ def test_client_covers_classify_score_and_jobs(server, photo_file: Path) -> None
         assert single.status == batched.status == "complete"
         assert len(single.result.probabilities) == 2 and len(batched.result.probabilities) == 3
         assert direct.probabilities == pytest.approx(single.result.probabilities, abs=1e-6)
-        assert [m["id"] for m in vc.models()] == ["clip-vit-large-patch14", "open-clip-vit-b32"]
+        assert [m["id"] for m in vc.models()] == ["clip-vit-large-patch14", "open-clip-vit-b32", "open-clip-vit-b32-laion2b"]
 
 
 def test_client_raises_the_service_error(server, photo_file: Path) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import time
 import uuid
+from pathlib import Path
 
 import bentoml
 import httpx
@@ -21,7 +23,7 @@ from tests.conftest import encode, photo
 pytestmark = pytest.mark.integration
 
 TASK = "/api/tasks/zero-shot-image-classification"
-MODELS = ["clip-vit-large-patch14", "open-clip-vit-b32"]
+MODELS = ["clip-vit-large-patch14", "open-clip-vit-b32", "open-clip-vit-b32-laion2b"]
 
 
 def data_uri(data: bytes, mime: str = "image/jpeg") -> str:
@@ -41,10 +43,17 @@ def reference(zero_shot_models):
     def compute(model_id: str, data: bytes, classes: list[str], templates: list[str]) -> np.ndarray:
         entry = zero_shot_models[model_id]
         if model_id not in cache:
-            model = open_clip.create_model(f"local-dir:{entry.path}").eval()
-            cfg = open_clip.transform.PreprocessCfg(**open_clip.get_model_preprocess_cfg(model))
-            cache[model_id] = (model, open_clip.get_tokenizer(entry.info.metadata["architecture"]),
-                               open_clip.transform.image_transform_v2(cfg, is_train=False))
+            text_cfg = json.loads((Path(entry.path) / "open_clip_config.json").read_text())["model_cfg"]["text_cfg"]
+            if "hf_model_name" in text_cfg:  # the XLM-R tower: its config and tokenizer are in the store entry
+                hf = {**text_cfg, "hf_model_name": entry.path, "hf_tokenizer_name": entry.path,
+                      "hf_model_pretrained": False}  # the CLIP weights hold the tower
+                model = open_clip.create_model(f"local-dir:{entry.path}", text_cfg=hf, pretrained_text=False)
+                tokenizer = open_clip.get_tokenizer(f"local-dir:{entry.path}")
+            else:
+                model = open_clip.create_model(f"local-dir:{entry.path}")
+                tokenizer = open_clip.get_tokenizer(entry.info.metadata["architecture"])
+            cfg = open_clip.transform.PreprocessCfg(**open_clip.get_model_preprocess_cfg(model.eval()))
+            cache[model_id] = (model, tokenizer, open_clip.transform.image_transform_v2(cfg, is_train=False))
         model, tokenizer, transform = cache[model_id]
         with torch.no_grad():
             image = model.encode_image(transform(Image.open(io.BytesIO(data)))[None])
@@ -91,6 +100,21 @@ def test_job_probabilities_match_open_clip_reference(server, reference, jpegs, m
     expected = reference(model, jpegs["chelsea"], classes, templates or ["a photo of a {}."])
     np.testing.assert_allclose(probs, expected, atol=1e-4)
     assert probs.sum() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_multilingual_class_names_match_open_clip_reference(server, reference, jpegs, zero_shot_models) -> None:
+    """open-clip-vit-b32 is the XLM-R ViT-B/32: class names in Latin, Cyrillic and CJK scripts, against open_clip
+    on the same stored weights and the tokenizer stored with them."""
+    entry = zero_shot_models[MODELS[1]]
+    assert entry.info.metadata["architecture"] == "xlm-roberta-base-ViT-B-32"
+    assert entry.info.metadata["pretrained"] == "laion5b_s13b_b90k"
+    classes = ["chat", "кошка", "猫", "собака", "狗", "Kaffeetasse", "кофе", "咖啡杯"]
+    job = wait(server, submit(server, MODELS[1], {"image": data_uri(jpegs["chelsea"]), "classes": classes}).json()["id"])
+    expected = reference(MODELS[1], jpegs["chelsea"], classes, ["a photo of a {}."])
+    np.testing.assert_allclose(job["result"]["probabilities"], expected, atol=1e-4)
+    tokenizer = open_clip.get_tokenizer(f"local-dir:{entry.path}")
+    for name in ("кошка", "猫", "chat"):  # pieces of each script, not <unk> (ids 0-3 are <s> <pad> </s> <unk>)
+        assert (tokenizer([name])[0] > 3).sum() >= 2, name
 
 
 def test_class_order_is_preserved(server, jpegs) -> None:

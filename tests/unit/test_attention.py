@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 from pathlib import Path
 
+import pytest
 import torch
 from torch.profiler import profile
 
@@ -27,11 +28,15 @@ def test_eva02_attention_is_fused(species_dev_model) -> None:
     assert ops["aten::scaled_dot_product_attention"] == len(model.blocks), ops
 
 
-def test_clip_image_and_text_attention_is_fused(zero_shot_models) -> None:
+@pytest.mark.parametrize("name", ["open-clip-vit-b32-laion2b", "open-clip-vit-b32"])
+def test_clip_image_and_text_attention_is_fused(zero_shot_models, name: str) -> None:
+    """open_clip's own text transformer, and the Hugging Face XLM-R text tower of the multilingual ViT-B/32."""
     from runners.zero_shot import load_zero_shot
 
-    model, tokenizer, cfg, _ = load_zero_shot(Path(zero_shot_models["open-clip-vit-b32"].path), torch.device("cpu"))
+    model, tokenizer, cfg, _ = load_zero_shot(Path(zero_shot_models[name].path), torch.device("cpu"))
     image = attention_ops(lambda: model.encode_image(torch.randn(2, 3, cfg.height, cfg.width)))
     text = attention_ops(lambda: model.encode_text(tokenizer(["a cat", "a dog"])))
     assert sum(image[name] for name in FUSED) == len(model.visual.transformer.resblocks), image
-    assert text["aten::scaled_dot_product_attention"] == len(model.transformer.resblocks), text
+    layers = (model.text.transformer.config.num_hidden_layers if hasattr(model, "text")
+              else len(model.transformer.resblocks))
+    assert text["aten::scaled_dot_product_attention"] == layers, text

@@ -12,7 +12,7 @@ from tests.conftest import ROOT
 
 K8S = list(yaml.safe_load_all((ROOT / "deploy" / "k8s" / "vision-serve.yaml").read_text()))
 BY_NAME = {(d["kind"], d["metadata"]["name"]): d for d in K8S}
-RUNNERS = {"SpeciesRunner", "AestheticRunner", "ClipL14Runner", "OpenClipB32Runner"}
+RUNNERS = {"SpeciesRunner", "AestheticRunner", "ClipL14Runner", "OpenClipB32Runner", "OpenClipB32Laion2bRunner"}
 JOB_ROUTES = {"/api", "/submit_zero_shot", "/submit_zero_shot_batch", "/zero_shot_job"}
 
 

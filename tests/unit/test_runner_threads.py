@@ -69,7 +69,7 @@ def test_zero_shot_runner_forwards_on_its_inference_thread(zero_shot_models) -> 
     runner = OpenClipB32Runner.inner()
     seen: set[int] = set()
     record_forward_threads(runner.model.visual, seen)
-    record_forward_threads(runner.model.transformer, seen)
+    record_forward_threads(runner.model.text, seen)  # the XLM-R text tower (open_clip's CustomTextCLIP.text)
     images = np.zeros((2, runner.cfg.height, runner.cfg.width, 3), np.uint8)
     image_emb = call_from_several_threads(lambda: runner.embed_images(images))
     text_emb = call_from_several_threads(lambda: runner.embed_texts(["a cat", "a dog"]))

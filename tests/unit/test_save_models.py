@@ -188,5 +188,21 @@ def test_save_all_dev_prints_the_settings_the_service_reads(tmp_path: Path) -> N
         "AESTHETIC_HEAD_MODEL": HEAD_TAG,
         "ZERO_SHOT_L14_MODEL": "clip-vit-large-patch14:dev",
         "ZERO_SHOT_B32_MODEL": "open-clip-vit-b32:dev",
+        "ZERO_SHOT_B32_LAION2B_MODEL": "open-clip-vit-b32-laion2b:dev",
     }
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == sorted(t.split(":")[0] for t in settings.values())
+
+
+def test_multilingual_entry_holds_its_tokenizer_and_loads_with_the_hub_off(zero_shot_models) -> None:
+    entry = zero_shot_models["open-clip-vit-b32"]
+    meta = entry.info.metadata
+    assert meta["architecture"] == "xlm-roberta-base-ViT-B-32" and entry.info.labels["variant"] == "dev"
+    assert {"config.json", "tokenizer.json", "tokenizer_config.json"} <= set(meta["tokenizer"]["files"])
+    code = ("import sys, pathlib, torch; from runners.zero_shot import load_zero_shot; "
+            "m, tok, cfg, s = load_zero_shot(pathlib.Path(sys.argv[1]), torch.device('cpu')); "
+            "print(m.encode_text(tok(['кошка', '猫', 'chat'])).shape)")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HOME": "/nonexistent"}
+    proc = subprocess.run([sys.executable, "-c", code, entry.path], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().endswith("torch.Size([3, 512])")
