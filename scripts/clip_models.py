@@ -232,7 +232,8 @@ def save_clip(spec: ClipSpec, *, dev: bool = False, from_dir: Path | None = None
             if spec.hf_text:  # the text transformer's config and tokenizer, from its own repo
                 text_rev, text_files = hub.resolve_revision(spec.hf_text, None)
                 text_dir = hub.download(spec.hf_text, text_rev, [f for f in HF_TEXT_FILES if f in text_files])
-                rev = f"{rev}+{spec.hf_text}@{text_rev}"
-            folder = as_open_clip_folder(hub.download(spec.repo, rev.split("+")[0], [weights]), spec, work, text_dir)
+            folder = as_open_clip_folder(hub.download(spec.repo, rev, [weights]), spec, work, text_dir)
+            if spec.hf_text:
+                rev, source = f"{rev} + {spec.hf_text}@{text_rev}", f"{source} + hf-hub:{spec.hf_text}"
         return register_clip_folder(folder, spec, version=version, variant=variant, source=source,
                                     revision=rev, licence=licence)

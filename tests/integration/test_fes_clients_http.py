@@ -153,3 +153,6 @@ def test_the_previous_batched_route_still_works_for_one_release(client) -> None:
     assert response.json()["status"] == "complete"
     probs = response.json()["result"]["probabilities"]  # its own shape: a list per image
     assert len(probs) == 2 and all(len(p) == 2 for p in probs)
+    spec = client.get("/openapi.json").json()["paths"]
+    assert spec["/tasks/{task}/{model}/batched/jobs"]["post"]["deprecated"] is True
+    assert "deprecated" not in spec["/tasks/{task}/batched/{model}/jobs"]["post"]

@@ -189,3 +189,26 @@ def test_a_dev_head_makes_the_score_answer_dev(aesthetic_models, monkeypatch) ->
     info = capabilities.aesthetic.Aesthetic(lambda: None, {}).info
     assert info.model_dump() == {"tag": "clip-vit-b16-openai:dev", "variant": "dev",
                                  "head": "laion-aesthetic-vit-b16:dev", "head_variant": "dev"}
+
+
+def test_multilingual_from_dir_import_keeps_embeddings_and_needs_its_tokenizer(tmp_path: Path) -> None:
+    from runners._clip import create_open_clip
+    from runners.zero_shot import load_zero_shot
+    from scripts.clip_models import ZERO_SHOT_CLIPS
+
+    spec = ClipSpec("clip-xlmr-roundtrip-test", "xlm-roberta-base-ViT-B-32", "laion5b_s13b_b90k", "MIT",
+                    ("visual", "text"), hf_text=ZERO_SHOT_CLIPS["open-clip-vit-b32"].hf_text)
+    src = tmp_path / "src"
+    src.mkdir()
+    make_dev_folder(spec, src)  # an open_clip folder with the XLM-R config and tokenizer beside the weights
+    original = create_open_clip(src).eval()
+    stored = save_clip(spec, from_dir=src)
+    assert {"config.json", "tokenizer.json"} <= set(stored.info.metadata["tokenizer"]["files"])
+    loaded, tokenizer, _, _ = load_zero_shot(Path(stored.path), torch.device("cpu"))
+    tokens = tokenizer(["кошка", "猫", "a photo of a cat."])
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded.encode_text(tokens), original.encode_text(tokens), rtol=0, atol=1e-5)
+
+    (src / "tokenizer.json").unlink()
+    with pytest.raises(SaveError, match="tokenizer.json"):
+        save_clip(spec, from_dir=src, force=True)
