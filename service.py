@@ -115,6 +115,11 @@ class Gateway:
         return await self.zero_shot_jobs.status_api(id, wait, ctx)
 
     @bentoml.api
+    async def cancel_zero_shot_job(self, id: str, ctx: bentoml.Context = None) -> JobStatus:  # noqa: A002
+        """Cancel a queued job at once, or a running one when its current runner call returns; 409 if finished."""
+        return await self.zero_shot_jobs.cancel_api(id, ctx)
+
+    @bentoml.api
     async def zero_shot_models(self) -> dict[str, list[dict[str, Any]]]:
         """The zero-shot models this server runs."""
         return await self.zero_shot_api.models()

@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from capabilities.common import fail
 from capabilities.zero_shot import ZeroShot
 from serving.errors import ServiceError
-from serving.jobs import COMPLETE, FAILED, Job, JobStore, JobWorker, wait_until_final
+from serving.jobs import COMPLETE, FAILED, FINAL, RUNNING, Job, JobStore, JobWorker, wait_until_final
 from serving.schemas import JobAccepted, JobStatus, ZeroShotResult
 from serving.settings import settings
 from serving.zero_shot import ZeroShotConfig, check_wait
@@ -43,6 +43,17 @@ def job_status(job: Job, per_image: bool = False) -> JobStatus:
             result = ZeroShotResult(probabilities=probs)
     return JobStatus(id=job.id, model=job.model, status=job.status, created_at=_iso(job.created_at), result=result,
                      error=job.error if job.status == FAILED else None, expires_at=_iso(job.expires_at))
+
+
+def _check_id(job_id: str) -> None:
+    try:
+        uuid.UUID(job_id)
+    except ValueError:
+        raise ServiceError(404, "unknown_job", "Job ids are UUIDs as returned on submission.") from None
+
+
+def _unknown(job_id: str) -> ServiceError:
+    return ServiceError(404, "unknown_job", f"No job {job_id}; it never existed or its retention has passed.")
 
 
 class ZeroShotJobs:
@@ -80,15 +91,25 @@ class ZeroShotJobs:
         return JobAccepted(id=job.id, status=job.status)
 
     async def status(self, job_id: str, wait: str | float | None = None, per_image: bool = False) -> JobStatus:
-        """The job's status; with ``wait`` seconds, held until the job is complete or failed, or the time is up."""
-        try:
-            uuid.UUID(job_id)
-        except ValueError:
-            raise ServiceError(404, "unknown_job", "Job ids are UUIDs as returned on submission.") from None
+        """The job's status; with ``wait`` seconds, held until the job is finished, or the time is up."""
+        _check_id(job_id)
         job = await wait_until_final(self.store, job_id, check_wait(wait), self.worker)
         if job is None:
-            raise ServiceError(404, "unknown_job", f"No job {job_id}; it never existed or its retention has passed.")
+            raise _unknown(job_id)
         return job_status(job, per_image)
+
+    async def cancel(self, job_id: str) -> tuple[int, JobStatus]:
+        """(HTTP status, job): 200 and ``cancelled`` for a queued job; 202 and ``running`` for a running one, which
+        becomes ``cancelled`` when its current runner call returns. A finished job is 409, an unknown one 404."""
+        _check_id(job_id)
+        found = await anyio.to_thread.run_sync(self.store.cancel, job_id)
+        if found is None:
+            raise _unknown(job_id)
+        before, job = found
+        if before in FINAL:
+            raise ServiceError(409, "job_finished", f"Job {job_id} is already {before}; only queued or running jobs "
+                                                    "can be cancelled.")
+        return (202 if before == RUNNING else 200), job_status(job)
 
     async def unfinished(self, model: str) -> list[dict[str, str]]:
         """The model's queued and running jobs, oldest first."""
@@ -103,6 +124,14 @@ class ZeroShotJobs:
             return await self.submit(model, images, classes, config or ZeroShotConfig(), batched)
         except ServiceError as err:
             return fail(ctx, err)
+
+    async def cancel_api(self, job_id: str, ctx: bentoml.Context) -> Response:
+        try:
+            status, job = await self.cancel(job_id)
+        except ServiceError as err:
+            return fail(ctx, err)
+        ctx.response.status_code = status
+        return JSONResponse(job.model_dump(mode="json", exclude_none=True), status_code=status)
 
     async def status_api(self, job_id: str, wait: float, ctx: bentoml.Context) -> Response:
         try:

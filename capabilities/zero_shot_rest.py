@@ -71,6 +71,12 @@ async def _status(task: str, job_id: str, wait: str | None, jobs: ZeroShotJobs, 
     return await jobs.status(job_id, wait, per_image)
 
 
+async def _checked(check: Callable[[str], Any], value: str, answer: Any) -> Any:
+    """``answer`` once ``check(value)`` has passed (it raises ServiceError otherwise)."""
+    check(value)
+    return answer
+
+
 # Listings -----------------------------------------------------------------------------------------------------
 
 @rest.get("/tasks")
@@ -118,11 +124,6 @@ async def model_details(task: str, jobs: ZeroShotJobs = Depends(current)) -> Res
     return await _answer(work)
 
 
-async def _checked(check: Callable[[str], Any], value: str, answer: Any) -> Any:
-    check(value)
-    return answer
-
-
 # Jobs ---------------------------------------------------------------------------------------------------------
 
 @rest.post("/tasks/{task}/{model}/jobs", response_model=JobAccepted)
@@ -150,6 +151,28 @@ async def batched_job(task: str, job_id: str, wait: str | None = None,
                       jobs: ZeroShotJobs = Depends(current)) -> Response:
     """A batched job's status; its result is a list of ``{"probabilities": [...]}``, one per image."""
     return await _answer(lambda: _status(task, job_id, wait, jobs, per_image=True))
+
+
+async def _cancel(task: str, job_id: str, jobs: ZeroShotJobs) -> Response:
+    try:
+        check_task(task)
+        status, job = await jobs.cancel(job_id)
+    except ServiceError as err:
+        return err.to_response()
+    return _json(job, status)
+
+
+@rest.delete("/tasks/{task}/jobs/{job_id}", response_model=JobStatus)
+async def cancel_job(task: str, job_id: str, jobs: ZeroShotJobs = Depends(current)) -> Response:
+    """Cancel a job: a queued one at once (200, ``cancelled``); a running one when its current runner call returns
+    (202, ``running``; its result is never written). A finished job is 409."""
+    return await _cancel(task, job_id, jobs)
+
+
+@rest.delete("/tasks/{task}/batched/jobs/{job_id}", response_model=JobStatus)
+async def cancel_batched_job(task: str, job_id: str, jobs: ZeroShotJobs = Depends(current)) -> Response:
+    """Cancel a batched job (as ``DELETE .../jobs/{id}``)."""
+    return await _cancel(task, job_id, jobs)
 
 
 @rest.post("/legacy/tasks/{task}/{model}/jobs", response_model=ZeroShotResult)

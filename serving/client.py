@@ -94,6 +94,10 @@ class VisionClient:
                                  timeout=self.http.timeout.read + wait if self.http.timeout.read else None)
         return JobStatus.model_validate(self._check(response))
 
+    def cancel(self, job_id: str) -> JobStatus:
+        """Cancel a queued job (now ``cancelled``) or a running one (``running`` until its runner call returns)."""
+        return JobStatus.model_validate(self._check(self.http.delete(f"{TASK}/jobs/{job_id}")))
+
     def wait(self, job_id: str, timeout: float = 300) -> JobStatus:
         """The job once complete or failed; the server holds each request up to 30 s, so there is no polling delay."""
         deadline = time.monotonic() + timeout

@@ -54,7 +54,7 @@ class ZeroShotResult(BaseModel):
 class JobStatus(BaseModel):
     id: str
     model: str
-    status: str = Field(description="starting | running | complete | failed")
+    status: str = Field(description="starting | running | complete | failed | cancelled")
     created_at: str
     result: ZeroShotResult | list[ZeroShotResult] | None = Field(
         default=None, description="Only when complete; on the batched status route a list, one item per image")

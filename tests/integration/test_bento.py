@@ -63,7 +63,7 @@ def test_openapi_spec_lists_the_public_apis(bento) -> None:
     spec = yaml.safe_load((Path(bento.path) / "apis" / "openapi.yaml").read_text())
     paths = set(spec["paths"])
     assert {"/classify", "/score", "/zero_shot", "/submit_zero_shot", "/submit_zero_shot_batch", "/zero_shot_job",
-            "/zero_shot_models", "/readyz", "/livez"} <= paths
+            "/zero_shot_models", "/cancel_zero_shot_job", "/scores", "/readyz", "/livez"} <= paths
 
 
 def test_container_file_installs_cuda_torch_and_serves_on_3000(bento, tmp_path: Path) -> None:

@@ -46,3 +46,7 @@ def test_client_raises_the_service_error(server, photo_file: Path) -> None:
         with pytest.raises(ServiceError) as info:
             vc.submit_zero_shot("no-such-model", [photo_file], ["a"])
         assert info.value.status == 404 and "open-clip-vit-b32" in info.value.detail
+        done = vc.wait(vc.submit_zero_shot("open-clip-vit-b32", [photo_file], ["a", "b"]).id)
+        with pytest.raises(ServiceError) as info:
+            vc.cancel(done.id)
+        assert (info.value.status, info.value.error) == (409, "job_finished")

@@ -281,3 +281,30 @@ def test_bad_wait_is_400(server, value: str) -> None:
     assert "0 to 30" in response.json()["detail"]
     response = httpx.post(f"{server.url}/zero_shot_job", json={"id": str(uuid.uuid4()), "wait": 31})
     assert response.status_code == 400 and response.json()["error"] == "invalid_wait"
+
+
+def test_cancelling_a_running_job_discards_its_result(server, jpegs) -> None:
+    images = [data_uri(encode(photo("astronaut")))] * 32  # long enough to be cancelled while it runs
+    job_id = submit(server, MODELS[0], {"image": images, "classes": ["a", "b"]}, batched=True).json()["id"]
+    response = httpx.delete(f"{server.url}{TASK}/batched/jobs/{job_id}")
+    assert response.status_code == 202 and response.json()["status"] == "running", response.text
+    job = httpx.get(f"{server.url}{TASK}/jobs/{job_id}", params={"wait": 30}, timeout=60).json()
+    assert job["status"] == "cancelled" and "result" not in job and "error" not in job
+    again = httpx.delete(f"{server.url}{TASK}/jobs/{job_id}")
+    assert again.status_code == 409 and again.json()["error"] == "job_finished"
+
+
+def test_cancelling_finished_or_unknown_jobs(server, jpegs) -> None:
+    job_id = submit(server, MODELS[1], {"image": data_uri(jpegs["coffee"]), "classes": ["a", "b"]}).json()["id"]
+    assert wait(server, job_id)["status"] == "complete"
+    response = httpx.delete(f"{server.url}{TASK}/jobs/{job_id}")
+    assert response.status_code == 409 and set(response.json()) == {"error", "detail"}
+    assert "complete" in response.json()["detail"]
+    assert httpx.get(f"{server.url}{TASK}/jobs/{job_id}").json()["status"] == "complete"  # untouched
+    for unknown in (str(uuid.uuid4()), "not-a-uuid"):
+        response = httpx.delete(f"{server.url}{TASK}/jobs/{unknown}")
+        assert response.status_code == 404 and response.json()["error"] == "unknown_job"
+    with bentoml.SyncHTTPClient(server.url) as client:
+        with pytest.raises(bentoml.exceptions.BentoMLException) as info:
+            client.cancel_zero_shot_job(id=job_id)
+    assert "409" in str(info.value) or "already complete" in str(info.value)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving.jobs import COMPLETE, FAILED, RUNNING, STARTING, JobStore, JobWorker, wait_until_final
+from serving.jobs import CANCELLED, COMPLETE, FAILED, RUNNING, STARTING, JobStore, JobWorker, wait_until_final
 
 PIXELS = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
 
@@ -232,3 +232,87 @@ def test_a_worker_with_a_free_slot_runs_what_it_accepts_and_queues_the_rest(stor
     assert statuses == [RUNNING, RUNNING, STARTING]  # two slots: the third waits in the queue
     assert owners[:2] == [owners[0]] * 2 and owners[0] and owners[2] is None
     assert set(done.values()) == {COMPLETE}
+
+
+def _inputs(store: JobStore) -> int:
+    with sqlite3.connect(store.path) as conn:
+        return conn.execute("SELECT COUNT(*) FROM job_inputs").fetchone()[0]
+
+
+def test_a_queued_job_is_cancelled_at_once_and_never_runs(store: JobStore) -> None:
+    job = store.submit("m", False, PIXELS[:1], ["cat"], ["a {}."])
+    before, now = store.cancel(job.id)
+    assert (before, now.status) == (STARTING, CANCELLED) and now.expires_at is not None
+    assert store.claim("h:1:a", 10) == [] and _inputs(store) == 0
+    assert store.get(job.id).status == CANCELLED and store.get(job.id).result is None
+    assert store.cancel(job.id)[0] == CANCELLED  # already final: the caller answers 409
+    assert store.cancel(str(uuid.uuid4())) is None
+
+
+def test_a_running_job_is_cancelled_when_its_runner_call_returns_and_its_result_is_never_written(store) -> None:
+    job = store.submit("m", False, PIXELS[:1], ["cat"], ["a {}."])
+    store.claim("h:1:a", 1)
+    before, now = store.cancel(job.id)
+    assert (before, now.status) == (RUNNING, RUNNING)
+    store.finish(job.id, COMPLETE, result={"probabilities": [1.0]})
+    got = store.get(job.id)
+    assert got.status == CANCELLED and got.result is None and got.error is None and _inputs(store) == 0
+
+
+@pytest.mark.parametrize("how", ["retry", "lapsed lease", "dead local worker"])
+def test_a_cancelled_running_job_is_not_run_again(tmp_path: Path, how: str) -> None:
+    store = JobStore(tmp_path / "jobs.sqlite", retention_s=60, lease_s=0.2)
+    store.init()
+    job = store.submit("m", False, PIXELS[:1], ["cat"], ["a {}."])
+    if how == "dead local worker":
+        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+        store.claim(f"myhost:{int(dead.stdout)}:x", 1)
+    else:
+        store.claim("other-host:1:a", 1)
+    store.cancel(job.id)
+    if how == "retry":
+        store.retry_later(job.id, "attempt 1 failed", delay_s=0)
+    elif how == "lapsed lease":
+        time.sleep(0.3)
+    else:
+        store.release_dead_local_owners("myhost")
+    assert store.claim("h:2:b", 10) == []
+    assert store.get(job.id).status == CANCELLED and _inputs(store) == 0
+
+
+def test_a_worker_finishing_a_cancelled_job_wakes_waiters_with_cancelled(store: JobStore) -> None:
+    async def run() -> tuple[str, str]:
+        gate = asyncio.Event()
+
+        async def execute(job, pixels):
+            await gate.wait()
+            return {"probabilities": [1.0]}
+
+        async def ready() -> None:
+            return None
+
+        worker = JobWorker(store, execute, concurrency=1, max_attempts=2, ready=ready, poll_s=0.05)
+        worker.start()
+        await asyncio.sleep(0.1)
+        try:
+            job = await worker.submit("m", False, PIXELS[:1], ["cat"], ["a {}."])
+            before, _ = store.cancel(job.id)
+            waiter = asyncio.ensure_future(wait_until_final(store, job.id, 5, worker))
+            await asyncio.sleep(0.05)
+            gate.set()
+            return before, (await waiter).status
+        finally:
+            await worker.stop()
+
+    assert asyncio.run(run()) == (RUNNING, CANCELLED)
+
+
+def test_an_older_store_gets_the_cancel_column(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite"
+    JobStore(path, retention_s=60, lease_s=5).init()
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE jobs DROP COLUMN cancel_requested")
+    store = JobStore(path, retention_s=60, lease_s=5)
+    store.init()
+    job = store.submit("m", False, PIXELS[:1], ["cat"], ["a {}."])
+    assert store.cancel(job.id)[1].status == CANCELLED
