@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import sqlite3
@@ -203,6 +204,21 @@ def test_wait_until_final_sees_jobs_finished_by_another_process(store: JobStore)
     assert asyncio.run(wait_until_final(store, str(uuid.uuid4()), 1)) is None
 
 
+@contextlib.asynccontextmanager
+async def started_worker(store: JobStore, execute, concurrency: int):
+    """A JobWorker whose runners are ready at once, yielded once it has started (dead workers' jobs released)."""
+    async def ready() -> None:
+        return None
+
+    worker = JobWorker(store, execute, concurrency=concurrency, max_attempts=2, ready=ready, poll_s=0.05)
+    worker.start()
+    await asyncio.sleep(0.1)
+    try:
+        yield worker
+    finally:
+        await worker.stop()
+
+
 def test_a_worker_with_a_free_slot_runs_what_it_accepts_and_queues_the_rest(store: JobStore) -> None:
     async def run() -> tuple[list[str], list[str], dict]:
         gate = asyncio.Event()
@@ -212,21 +228,13 @@ def test_a_worker_with_a_free_slot_runs_what_it_accepts_and_queues_the_rest(stor
             await gate.wait()
             return {"probabilities": [1.0]}
 
-        async def ready() -> None:
-            return None
-
-        worker = JobWorker(store, execute, concurrency=2, max_attempts=2, ready=ready, poll_s=0.05)
-        worker.start()
-        await asyncio.sleep(0.1)  # started: runners ready, dead workers' jobs released
-        try:
+        async with started_worker(store, execute, concurrency=2) as worker:
             jobs = [await worker.submit("m", False, PIXELS[:1], ["cat"], ["a {}."]) for _ in range(3)]
             with sqlite3.connect(store.path) as conn:
                 owners = [conn.execute("SELECT owner FROM jobs WHERE id = ?", (j.id,)).fetchone()[0] for j in jobs]
             gate.set()
             done = {j.id: (await wait_until_final(store, j.id, 5, worker)).status for j in jobs}
             return [j.status for j in jobs], owners, done
-        finally:
-            await worker.stop()
 
     statuses, owners, done = asyncio.run(run())
     assert statuses == [RUNNING, RUNNING, STARTING]  # two slots: the third waits in the queue
@@ -288,21 +296,13 @@ def test_a_worker_finishing_a_cancelled_job_wakes_waiters_with_cancelled(store: 
             await gate.wait()
             return {"probabilities": [1.0]}
 
-        async def ready() -> None:
-            return None
-
-        worker = JobWorker(store, execute, concurrency=1, max_attempts=2, ready=ready, poll_s=0.05)
-        worker.start()
-        await asyncio.sleep(0.1)
-        try:
+        async with started_worker(store, execute, concurrency=1) as worker:
             job = await worker.submit("m", False, PIXELS[:1], ["cat"], ["a {}."])
             before, _ = store.cancel(job.id)
             waiter = asyncio.ensure_future(wait_until_final(store, job.id, 5, worker))
             await asyncio.sleep(0.05)
             gate.set()
             return before, (await waiter).status
-        finally:
-            await worker.stop()
 
     assert asyncio.run(run()) == (RUNNING, CANCELLED)
 
