@@ -16,8 +16,9 @@ from starlette.responses import JSONResponse, Response
 
 from capabilities.common import fail
 from capabilities.zero_shot import ZeroShot
+from serving import job_metrics
 from serving.errors import ServiceError
-from serving.jobs import COMPLETE, FAILED, FINAL, RUNNING, Job, JobStore, JobWorker, wait_until_final
+from serving.jobs import COMPLETE, FAILED, FINAL, RUNNING, Job, JobWorker, open_job_store, wait_until_final
 from serving.schemas import JobAccepted, JobStatus, ZeroShotResult
 from serving.settings import settings
 from serving.zero_shot import ZeroShotConfig, check_wait
@@ -61,7 +62,9 @@ class ZeroShotJobs:
 
     def __init__(self, zero_shot: ZeroShot) -> None:
         self.zero_shot = zero_shot
-        self.store = JobStore(settings.job_store_path, settings.job_retention_s, settings.job_lease_s)
+        self.store = open_job_store(settings.job_store_url, retention_s=settings.job_retention_s,
+                                    lease_s=settings.job_lease_s, pool_size=settings.job_store_pool_size,
+                                    timeout_ms=settings.job_store_timeout_ms)
         self.store.init()
         self.worker: JobWorker | None = None
 
@@ -75,6 +78,7 @@ class ZeroShotJobs:
     async def stop(self) -> None:
         if self.worker:
             await self.worker.stop()
+        await anyio.to_thread.run_sync(self.store.close)
 
     async def _execute(self, job: Job, pixels: np.ndarray) -> dict[str, Any]:
         probs = await self.zero_shot.infer(job.model, pixels, job.classes, job.templates)
@@ -109,6 +113,7 @@ class ZeroShotJobs:
         if before in FINAL:
             raise ServiceError(409, "job_finished", f"Job {job_id} is already {before}; only queued or running jobs "
                                                     "can be cancelled.")
+        job_metrics.cancelled("running" if before == RUNNING else "queued")
         return (202 if before == RUNNING else 200), job_status(job)
 
     async def unfinished(self, model: str) -> list[dict[str, str]]:

@@ -50,7 +50,9 @@ class Settings:
     zero_shot_max_templates: int  # ZERO_SHOT_MAX_TEMPLATES: prompt templates per request
     zero_shot_max_batch_images: int  # ZERO_SHOT_MAX_BATCH_IMAGES: images per batched job
     max_data_uri_bytes: int  # MAX_DATA_URI_BYTES: length of one image data URI
-    job_store_path: str  # JOB_STORE_PATH: SQLite file shared by all gateway workers
+    job_store_url: str  # JOB_STORE_URL: sqlite:///path (one host) or postgresql://... (every replica); JOB_STORE_PATH
+    job_store_pool_size: int  # JOB_STORE_POOL_SIZE: PostgreSQL connections per gateway worker (at most)
+    job_store_timeout_ms: int  # JOB_STORE_TIMEOUT_MS: PostgreSQL statement timeout, and the wait for a pool connection
     job_retention_s: int  # JOB_RETENTION_S: finished jobs stay readable this long
     job_concurrency: int  # JOB_CONCURRENCY: jobs each gateway worker runs at once
     job_lease_s: int  # JOB_LEASE_S: a running job whose worker stops renewing this long is resumed elsewhere
@@ -89,7 +91,9 @@ class Settings:
             max_body_bytes=_int("MAX_BODY_BYTES", 32_000_000),
             api_key=_str("API_KEY", ""),
             gateway_max_concurrency=_int("GATEWAY_MAX_CONCURRENCY", 1024),
-            job_store_path=_str("JOB_STORE_PATH", "var/jobs.sqlite"),
+            job_store_url=_str("JOB_STORE_URL", "sqlite:///" + _str("JOB_STORE_PATH", "var/jobs.sqlite")),
+            job_store_pool_size=_int("JOB_STORE_POOL_SIZE", 8),
+            job_store_timeout_ms=_int("JOB_STORE_TIMEOUT_MS", 5000),
             job_retention_s=_int("JOB_RETENTION_S", 86_400),
             job_concurrency=_int("JOB_CONCURRENCY", 64),
             job_lease_s=_int("JOB_LEASE_S", 15),

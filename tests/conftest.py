@@ -112,3 +112,16 @@ def pytest_sessionfinish(session, exitstatus) -> None:
                           for r in skipped)
         reporter.write_line(f"{len(skipped)} tests skipped, more than --max-skipped {limit}:\n{where}", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server for the session (see tests/postgres.py); skipped only when none is installed."""
+    from tests.postgres import PostgresServer
+
+    try:
+        server = PostgresServer()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    yield server
+    server.close()

@@ -1,31 +1,74 @@
-"""The SQLite job store: durable submission, exclusive claims, leases, recovery and retention."""
+"""The job store, on every backend (SQLite and a real PostgreSQL): durable submission, exclusive claims,
+leases, recovery, cancellation and retention; and the worker that runs its jobs."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import io
+import itertools
 import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
 
-from serving.jobs import CANCELLED, COMPLETE, FAILED, RUNNING, STARTING, JobStore, JobWorker, wait_until_final
+from serving.job_store_postgres import PostgresJobStore
+from serving.job_store_sqlite import SQLiteJobStore
+from serving.jobs import (CANCELLED, COMPLETE, FAILED, RUNNING, STARTING, JobStore, JobStoreUnavailable, JobWorker,
+                          open_job_store, wait_until_final)
 
 PIXELS = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
+_databases = itertools.count()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def make_store(request, tmp_path: Path):
+    """``make_store(retention_s=60, lease_s=5)``: a new handle (as another gateway worker or replica would
+    have) on this test's own empty store."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'jobs.sqlite'}"
+    else:
+        url = request.getfixturevalue("postgres").new_database(f"t{os.getpid()}_{next(_databases)}")
+    handles: list[JobStore] = []
+
+    def make(retention_s: float = 60, lease_s: float = 5) -> JobStore:
+        store = open_job_store(url, retention_s=retention_s, lease_s=lease_s)
+        store.init()
+        handles.append(store)
+        return store
+
+    yield make
+    for store in handles:
+        store.close()
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> JobStore:
-    s = JobStore(tmp_path / "jobs.sqlite", retention_s=60, lease_s=5)
-    s.init()
-    return s
+def store(make_store) -> JobStore:
+    return make_store()
+
+
+def _sql(store: JobStore, query: str, *params) -> list[tuple]:
+    """Rows of a query on the store's own database (``?`` placeholders)."""
+    if isinstance(store, SQLiteJobStore):
+        with contextlib.closing(sqlite3.connect(store.path, isolation_level=None)) as conn:
+            return conn.execute(query, params).fetchall()
+    import psycopg
+
+    with psycopg.connect(store.url, autocommit=True) as conn:
+        cursor = conn.execute(query.replace("?", "%s"), params)
+        return cursor.fetchall() if cursor.description else []
+
+
+def _inputs(store: JobStore) -> int:
+    return _sql(store, "SELECT COUNT(*) FROM job_inputs")[0][0]
 
 
 def test_submitted_job_is_readable_and_claimable_once(store: JobStore) -> None:
@@ -37,9 +80,8 @@ def test_submitted_job_is_readable_and_claimable_once(store: JobStore) -> None:
     assert store.claim("host:2:b", 10) == []  # leased to the first owner
 
 
-def test_finished_job_keeps_result_until_retention_passes(tmp_path: Path) -> None:
-    store = JobStore(tmp_path / "jobs.sqlite", retention_s=0.5, lease_s=5)
-    store.init()
+def test_finished_job_keeps_result_until_retention_passes(make_store) -> None:
+    store = make_store(retention_s=0.5)
     job = store.submit("m", False, PIXELS[:1], ["cat"], ["a {}."])
     store.claim("h:1:a", 1)
     store.finish(job.id, COMPLETE, result={"probabilities": [1.0]})
@@ -50,9 +92,8 @@ def test_finished_job_keeps_result_until_retention_passes(tmp_path: Path) -> Non
     assert store.purge_expired() == 1
 
 
-def test_lapsed_lease_lets_another_worker_resume(tmp_path: Path) -> None:
-    store = JobStore(tmp_path / "jobs.sqlite", retention_s=60, lease_s=0.2)
-    store.init()
+def test_lapsed_lease_lets_another_worker_resume(make_store) -> None:
+    store = make_store(lease_s=0.2)
     job = store.submit("m", False, PIXELS[:1], ["cat"], ["a {}."])
     store.claim("other-host:1:a", 1)
     assert store.claim("h:2:b", 1) == []
@@ -85,8 +126,21 @@ def test_retry_later_waits_and_failed_jobs_say_why(store: JobStore) -> None:
 def test_unwritable_store_is_a_clear_startup_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    with pytest.raises(RuntimeError, match="JOB_STORE_PATH"):
-        JobStore(blocker / "jobs.sqlite", 60, 5).init()
+    with pytest.raises(RuntimeError, match="JOB_STORE_URL"):
+        SQLiteJobStore(blocker / "jobs.sqlite", 60, 5).init()
+
+
+def test_unreachable_postgres_is_a_clear_startup_error_without_the_password() -> None:
+    store = open_job_store("postgresql://vision:s3cret@127.0.0.1:9/jobs", retention_s=60, lease_s=5, timeout_ms=1000)
+    with pytest.raises(RuntimeError, match="JOB_STORE_URL") as err:
+        store.init()
+    assert "s3cret" not in str(err.value) and "vision:***@127.0.0.1:9" in str(err.value)
+
+
+@pytest.mark.parametrize("url", ["mysql://h/db", "jobs.sqlite"])
+def test_an_unsupported_store_url_names_the_two_that_work(url: str) -> None:
+    with pytest.raises(RuntimeError, match="sqlite:///.*postgresql://"):
+        open_job_store(url, retention_s=60, lease_s=5)
 
 
 def test_uncounted_retry_gives_the_attempt_back(store: JobStore) -> None:
@@ -97,13 +151,8 @@ def test_uncounted_retry_gives_the_attempt_back(store: JobStore) -> None:
     assert again.attempts == 1
 
 
-def test_worker_gives_up_a_job_claimed_more_often_than_allowed(tmp_path: Path) -> None:
-    store = JobStore(tmp_path / "jobs.sqlite", retention_s=60, lease_s=0.01)
-    store.init()
-    job = store.submit("m", False, PIXELS[:1], ["cat"], ["a {}."])
-    for _ in range(3):  # three workers died holding it
-        time.sleep(0.02)
-        (claimed, pixels), = store.claim("h:1:a", 1)
+def test_worker_gives_up_a_job_claimed_more_often_than_allowed(make_store) -> None:
+    store = make_store(lease_s=0.01)
     ran = []
 
     async def execute(job, pixels):
@@ -113,22 +162,24 @@ def test_worker_gives_up_a_job_claimed_more_often_than_allowed(tmp_path: Path) -
         return None
 
     worker = JobWorker(store, execute, concurrency=1, max_attempts=2, ready=ready)
+    job = store.submit("m", False, PIXELS[:1], ["cat"], ["a {}."])
+    for _ in range(3):  # three workers died holding it; the third claim is this worker's
+        time.sleep(0.02)
+        (claimed, pixels), = store.claim(worker.owner, 1)
     asyncio.run(worker._run(claimed, pixels))
     got = store.get(job.id)
     assert ran == [] and got.status == FAILED and "given up" in got.error
 
 
-def test_finished_jobs_drop_their_pixels_and_resumed_jobs_keep_them(tmp_path: Path) -> None:
-    store = JobStore(tmp_path / "jobs.sqlite", retention_s=60, lease_s=0.2)
-    store.init()
+def test_finished_jobs_drop_their_pixels_and_resumed_jobs_keep_them(make_store) -> None:
+    store = make_store(lease_s=0.2)
     done, resumed = (store.submit("m", False, PIXELS[i:i + 1], ["cat"], ["a {}."]) for i in range(2))
     store.claim("other-host:1:a", 2)
     store.finish(done.id, COMPLETE, result={"probabilities": [1.0]})
     time.sleep(0.3)  # the other host's lease on the second job lapses
     (job, pixels), = store.claim("h:2:b", 5)
     assert job.id == resumed.id and np.array_equal(pixels, PIXELS[1:2])
-    with sqlite3.connect(store.path) as conn:
-        assert [r[0] for r in conn.execute("SELECT id FROM job_inputs")] == [resumed.id]
+    assert _sql(store, "SELECT id FROM job_inputs") == [(resumed.id,)]
 
 
 def test_a_store_from_before_job_inputs_is_upgraded_without_losing_queued_work(tmp_path: Path) -> None:
@@ -145,7 +196,7 @@ def test_a_store_from_before_job_inputs_is_upgraded_without_losing_queued_work(t
         conn.execute("INSERT INTO jobs (id, model, batched, status, pixels, classes, templates, created_at,"
                      " updated_at) VALUES ('00000000-0000-4000-8000-000000000001', 'm', 1, 'starting', ?, '[\"cat\"]',"
                      " '[\"a {}.\"]', 1, 1)", (buf.getvalue(),))
-    stores = [JobStore(path, retention_s=60, lease_s=5) for _ in range(2)]
+    stores = [SQLiteJobStore(path, retention_s=60, lease_s=5) for _ in range(2)]
     for s in stores:  # every gateway worker runs init(); the second finds the upgrade done
         s.init()
     (job, pixels), = stores[0].claim("h:1:a", 5)
@@ -183,9 +234,10 @@ def test_wait_until_final_wakes_when_this_worker_finishes_the_job(store: JobStor
     assert early_status in (STARTING, RUNNING) and early_waited < 0.5
 
 
-def test_wait_until_final_sees_jobs_finished_by_another_process(store: JobStore) -> None:
+def test_wait_until_final_sees_jobs_finished_by_another_process(make_store) -> None:
+    store = make_store()
     job = store.submit("m", False, PIXELS[:1], ["cat"], ["a {}."])
-    other = JobStore(store.path, retention_s=60, lease_s=5)  # another gateway worker's handle on the same file
+    other = make_store()  # another gateway worker's handle on the same store
     other.claim("h:9:z", 1)
 
     async def run():
@@ -230,8 +282,7 @@ def test_a_worker_with_a_free_slot_runs_what_it_accepts_and_queues_the_rest(stor
 
         async with started_worker(store, execute, concurrency=2) as worker:
             jobs = [await worker.submit("m", False, PIXELS[:1], ["cat"], ["a {}."]) for _ in range(3)]
-            with sqlite3.connect(store.path) as conn:
-                owners = [conn.execute("SELECT owner FROM jobs WHERE id = ?", (j.id,)).fetchone()[0] for j in jobs]
+            owners = [_sql(store, "SELECT owner FROM jobs WHERE id = ?", j.id)[0][0] for j in jobs]
             gate.set()
             done = {j.id: (await wait_until_final(store, j.id, 5, worker)).status for j in jobs}
             return [j.status for j in jobs], owners, done
@@ -240,11 +291,6 @@ def test_a_worker_with_a_free_slot_runs_what_it_accepts_and_queues_the_rest(stor
     assert statuses == [RUNNING, RUNNING, STARTING]  # two slots: the third waits in the queue
     assert owners[:2] == [owners[0]] * 2 and owners[0] and owners[2] is None
     assert set(done.values()) == {COMPLETE}
-
-
-def _inputs(store: JobStore) -> int:
-    with sqlite3.connect(store.path) as conn:
-        return conn.execute("SELECT COUNT(*) FROM job_inputs").fetchone()[0]
 
 
 def test_a_queued_job_is_cancelled_at_once_and_never_runs(store: JobStore) -> None:
@@ -268,9 +314,8 @@ def test_a_running_job_is_cancelled_when_its_runner_call_returns_and_its_result_
 
 
 @pytest.mark.parametrize("how", ["retry", "lapsed lease", "dead local worker"])
-def test_a_cancelled_running_job_is_not_run_again(tmp_path: Path, how: str) -> None:
-    store = JobStore(tmp_path / "jobs.sqlite", retention_s=60, lease_s=0.2)
-    store.init()
+def test_a_cancelled_running_job_is_not_run_again(make_store, how: str) -> None:
+    store = make_store(lease_s=0.2)
     job = store.submit("m", False, PIXELS[:1], ["cat"], ["a {}."])
     if how == "dead local worker":
         dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -309,10 +354,165 @@ def test_a_worker_finishing_a_cancelled_job_wakes_waiters_with_cancelled(store: 
 
 def test_an_older_store_gets_the_cancel_column(tmp_path: Path) -> None:
     path = tmp_path / "jobs.sqlite"
-    JobStore(path, retention_s=60, lease_s=5).init()
+    SQLiteJobStore(path, retention_s=60, lease_s=5).init()
     with sqlite3.connect(path) as conn:
         conn.execute("ALTER TABLE jobs DROP COLUMN cancel_requested")
-    store = JobStore(path, retention_s=60, lease_s=5)
+    store = SQLiteJobStore(path, retention_s=60, lease_s=5)
     store.init()
     job = store.submit("m", False, PIXELS[:1], ["cat"], ["a {}."])
     assert store.cancel(job.id)[1].status == CANCELLED
+
+
+def test_a_worker_that_lost_its_lease_cannot_write_its_outcome(make_store) -> None:
+    store = make_store(lease_s=0.2)
+    job = store.submit("m", False, PIXELS[:1], ["cat"], ["a {}."])
+    store.claim("h:1:slow", 1)
+    time.sleep(0.3)  # the slow worker's lease lapses and another takes the job over
+    (again, _), = store.claim("h:2:fast", 1)
+    assert not store.finish(job.id, COMPLETE, result={"probabilities": [0.0]}, owner="h:1:slow")
+    store.retry_later(job.id, "late", delay_s=0, owner="h:1:slow")
+    assert store.get(job.id).status == RUNNING  # still the second worker's
+    assert store.finish(job.id, COMPLETE, result={"probabilities": [1.0]}, owner="h:2:fast")
+    got = store.get(job.id)
+    assert got.result == {"probabilities": [1.0]} and got.attempts == 2
+
+
+def test_claims_from_many_handles_at_once_never_share_an_attempt(make_store) -> None:
+    handles = [make_store() for _ in range(4)]
+    ids = {handles[0].submit("m", False, PIXELS[:1], ["cat"], ["a {}."]).id for _ in range(120)}
+    got: dict[str, list[str]] = {}
+
+    def drain(i: int) -> None:
+        mine = got.setdefault(f"h:{i}:x", [])
+        while batch := handles[i].claim(f"h:{i}:x", 7):
+            mine.extend(job.id for job, _ in batch)
+
+    threads = [threading.Thread(target=drain, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    claimed = [job_id for ids_ in got.values() for job_id in ids_]
+    assert sorted(claimed) == sorted(ids)  # each job once, none left
+    assert {row[0] for row in _sql(handles[0], "SELECT attempts FROM jobs")} == {1}
+
+
+def test_postgres_replicas_starting_together_create_the_schema_once(postgres) -> None:
+    url = postgres.new_database(f"schema_{os.getpid()}")
+    stores = [PostgresJobStore(url, 60, 5) for _ in range(4)]
+    errors: list[BaseException] = []
+
+    def init(store: PostgresJobStore) -> None:
+        try:
+            store.init()
+        except BaseException as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=init, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert errors == []
+        assert _sql(stores[0], "SELECT component, version FROM schema_version") == [("jobs", 1)]
+        _sql(stores[0], "UPDATE schema_version SET version = 99")
+        newer = PostgresJobStore(url, 60, 5)
+        with pytest.raises(RuntimeError, match="schema version 99"):
+            newer.init()
+    finally:
+        for s in stores:
+            s.close()
+
+
+def _counting(store: JobStore, method: str) -> list[int]:
+    """Count the calls of one of ``store``'s methods."""
+    calls, original = [0], getattr(store, method)
+
+    def counted(*args, **kwargs):
+        calls[0] += 1
+        return original(*args, **kwargs)
+
+    setattr(store, method, counted)
+    return calls
+
+
+def test_postgres_notifications_wake_an_idle_replica_and_waiters_elsewhere(postgres) -> None:
+    url = postgres.new_database(f"notify_{os.getpid()}")
+    here, there = (open_job_store(url, retention_s=60, lease_s=5) for _ in range(2))
+    here.init()
+    there.init()
+
+    async def run() -> tuple[str, str, int]:
+        async def execute(job, pixels):
+            return {"probabilities": [1.0]}
+
+        async def ready() -> None:
+            return None
+
+        # poll_s=60: within this test only a notification can make the idle worker look for work
+        worker = JobWorker(here, execute, concurrency=2, max_attempts=2, ready=ready, poll_s=60)
+        worker.start()
+        try:
+            await asyncio.sleep(0.5)  # started, listening
+            queued = there.submit("m", False, PIXELS[:1], ["cat"], ["a {}."])  # another replica's submission
+            done = await wait_until_final(there, queued.id, 20)
+            # a job another replica runs: this replica's waiter is woken by its finish, without re-reading
+            other = there.submit("m", False, PIXELS[:1], ["dog"], ["a {}."], owner="elsewhere:1:x")
+            reads = _counting(here, "get")
+            waiter = asyncio.ensure_future(wait_until_final(here, other.id, 20, worker))
+            await asyncio.sleep(0.3)
+            there.finish(other.id, COMPLETE, result={"probabilities": [0.5]}, owner="elsewhere:1:x")
+            return done.status, (await waiter).status, reads[0]
+        finally:
+            await worker.stop()
+
+    try:
+        queued_status, waited_status, reads = asyncio.run(run())
+    finally:
+        here.close()
+        there.close()
+    assert queued_status == COMPLETE
+    assert waited_status == COMPLETE and reads == 2  # one read before, one after the notification
+
+
+@pytest.fixture
+def own_postgres(postgres):
+    """A PostgreSQL server of this test's own, to stop and start (the session's server stays up)."""
+    from tests.postgres import PostgresServer
+
+    server = PostgresServer()
+    yield server
+    server.close()
+
+
+def test_a_postgres_outage_is_unavailable_then_recovers_and_no_outcome_is_lost(own_postgres) -> None:
+    store = open_job_store(own_postgres.url, retention_s=60, lease_s=30, timeout_ms=1000)
+    store.init()
+
+    async def run() -> tuple[str, JobStoreUnavailable, list[str]]:
+        gate = asyncio.Event()
+
+        async def execute(job, pixels):
+            await gate.wait()
+            return {"probabilities": [1.0]}
+
+        async with started_worker(store, execute, concurrency=1) as worker:
+            running = await worker.submit("m", False, PIXELS[:1], ["cat"], ["a {}."])
+            queued = await worker.submit("m", False, PIXELS[:1], ["dog"], ["a {}."])
+            await asyncio.to_thread(own_postgres.stop)
+            with pytest.raises(JobStoreUnavailable) as down:
+                await asyncio.to_thread(store.get, running.id)
+            gate.set()  # the running job's result arrives while the database is away
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(own_postgres.start)
+            done = [(await wait_until_final(store, j.id, 20, worker)).status for j in (running, queued)]
+            return running.status, down.value, done
+
+    try:
+        first, down, done = asyncio.run(run())
+    finally:
+        store.close()
+    assert first == RUNNING and (down.status, down.error) == (503, "job_store_unavailable")
+    assert "Retry" in down.detail and down.headers["Retry-After"]
+    assert done == [COMPLETE, COMPLETE]

@@ -1,0 +1,274 @@
+"""The PostgreSQL job store: one database shared by every replica (psycopg 3 and its connection pool).
+
+Claims take rows with ``FOR UPDATE SKIP LOCKED``, so replicas never wait on each other nor run the same attempt.
+Queued and finished jobs are announced with ``NOTIFY``; a listener per process wakes its worker and the waiting
+status calls at once. Times come from the database's clock, so replicas whose clocks differ agree on leases.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from typing import Any, Callable
+
+import numpy as np
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from serving.job_store import (CANCELLED, COLUMNS, FAILED, FINISHED, QUEUED, RECONNECTED, RUNNING, STARTING, Job,
+                               JobStore, JobStoreUnavailable, dead_local_owners, pack, redact, unpack)
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+_LOCK = 0x7669_7369_6F6E  # advisory lock id held while the schema is created or upgraded
+_NOW = "extract(epoch FROM clock_timestamp())"
+_CHANNELS = {"vision_jobs_queued": QUEUED, "vision_jobs_finished": FINISHED}
+# Pixels live in job_inputs, so claims and lease renewals never touch them.
+_MIGRATIONS = {
+    1: """
+CREATE TABLE jobs (
+    id text PRIMARY KEY, model text NOT NULL, batched boolean NOT NULL, status text NOT NULL,
+    classes text NOT NULL, templates text NOT NULL, result text, error text,
+    attempts integer NOT NULL DEFAULT 0, owner text, lease_until double precision,
+    not_before double precision NOT NULL DEFAULT 0, cancel_requested boolean NOT NULL DEFAULT false,
+    created_at double precision NOT NULL, updated_at double precision NOT NULL, expires_at double precision
+);
+CREATE INDEX jobs_queue ON jobs (status, created_at);
+CREATE INDEX jobs_expiry ON jobs (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE job_inputs (id text PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE, pixels bytea NOT NULL);
+""",
+}
+
+
+class PostgresJobStore(JobStore):
+    """Jobs in PostgreSQL, shared by every gateway worker of every replica."""
+
+    notifies = True
+
+    def __init__(self, url: str, retention_s: float, lease_s: float, *, pool_size: int = 8,
+                 timeout_ms: int = 5000) -> None:
+        self.url, self.retention_s, self.lease_s, self.timeout_ms = url, retention_s, lease_s, timeout_ms
+        self.pool = ConnectionPool(
+            url, min_size=1, max_size=max(1, pool_size), timeout=timeout_ms / 1000, open=False,
+            check=ConnectionPool.check_connection, name="job-store",
+            kwargs={"connect_timeout": max(1, timeout_ms // 1000), "application_name": "vision-serve",
+                    "options": f"-c statement_timeout={timeout_ms} -c idle_in_transaction_session_timeout="
+                               f"{timeout_ms * 2}"})
+        self._stop = threading.Event()
+        self._listeners: list[threading.Thread] = []
+
+    def _db(self):
+        """A pooled connection for one transaction (committed at the end of the block)."""
+        return self.pool.connection()
+
+    def _call(self, fn: Callable[[psycopg.Connection], Any]) -> Any:
+        try:
+            with self._db() as conn:
+                return fn(conn)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise JobStoreUnavailable(type(exc).__name__ + ": " + (str(exc).splitlines() or [""])[0]) from None
+
+    def init(self) -> None:
+        try:
+            self.pool.open(wait=True, timeout=max(5.0, self.timeout_ms / 1000))
+            with self._db() as conn:  # one transaction under the lock: replicas starting together take turns
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
+                conn.execute("CREATE TABLE IF NOT EXISTS schema_version (component text PRIMARY KEY,"
+                             " version integer NOT NULL)")
+                row = conn.execute("SELECT version FROM schema_version WHERE component = 'jobs'").fetchone()
+                have = row[0] if row else 0
+                for version in range(have + 1, SCHEMA_VERSION + 1):
+                    conn.execute(_MIGRATIONS[version])
+                    logger.info("Job store %s: schema version %d", redact(self.url), version)
+                conn.execute("INSERT INTO schema_version VALUES ('jobs', %s) ON CONFLICT (component) DO UPDATE"
+                             " SET version = EXCLUDED.version", (max(have, SCHEMA_VERSION),))
+        except psycopg.Error as exc:
+            self.pool.close()
+            raise RuntimeError(f"The job store at {redact(self.url)} is not usable ({type(exc).__name__}: {exc}); "
+                               "check JOB_STORE_URL (postgresql://user:password@host:5432/database), that the "
+                               "server is up and that the user may create tables.") from None
+        if have > SCHEMA_VERSION:
+            self.pool.close()
+            raise RuntimeError(f"The job store at {redact(self.url)} has schema version {have}, newer than this "
+                               f"release's {SCHEMA_VERSION}: upgrade the service, or point JOB_STORE_URL at another "
+                               "database.")
+
+    def submit(self, model: str, batched: bool, pixels: np.ndarray, classes: list[str], templates: list[str],
+               owner: str | None = None) -> Job:
+        job_id = str(uuid.uuid4())
+        status, attempts = (RUNNING, 1) if owner else (STARTING, 0)
+
+        def run(conn: psycopg.Connection) -> float:
+            now = conn.execute(
+                f"INSERT INTO jobs (id, model, batched, status, classes, templates, attempts, owner, lease_until,"
+                f" created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s,"
+                f" CASE WHEN %s THEN {_NOW} + %s END, {_NOW}, {_NOW}) RETURNING created_at",
+                (job_id, model, batched, status, json.dumps(classes), json.dumps(templates), attempts, owner,
+                 owner is not None, self.lease_s)).fetchone()[0]
+            conn.execute("INSERT INTO job_inputs (id, pixels) VALUES (%s, %s)", (job_id, pack(pixels)))
+            if owner is None:
+                conn.execute("SELECT pg_notify('vision_jobs_queued', '')")
+            return now
+
+        now = self._call(run)
+        return Job(job_id, model, batched, status, classes, templates, None, None, attempts, now, now, None)
+
+    def get(self, job_id: str) -> Job | None:
+        row = self._call(lambda conn: conn.execute(
+            f"SELECT {COLUMNS} FROM jobs WHERE id = %s AND (expires_at IS NULL OR expires_at > {_NOW})",
+            (job_id,)).fetchone())
+        return Job.from_row(row) if row else None
+
+    def claim(self, owner: str, limit: int) -> list[tuple[Job, np.ndarray]]:
+        def run(conn: psycopg.Connection) -> tuple[list[Job], dict[str, bytes]]:
+            conn.execute(  # a cancelled job whose worker is gone is not run again
+                f"WITH gone AS (UPDATE jobs SET status = %s, owner = NULL, updated_at = {_NOW},"
+                f" expires_at = {_NOW} + %s WHERE id IN (SELECT id FROM jobs WHERE status = %s AND lease_until <"
+                f" {_NOW} AND cancel_requested FOR UPDATE SKIP LOCKED) RETURNING id)"
+                f" DELETE FROM job_inputs WHERE id IN (SELECT id FROM gone)", (CANCELLED, self.retention_s, RUNNING))
+            jobs = [Job.from_row(r) for r in conn.execute(
+                f"UPDATE jobs SET status = %s, owner = %s, lease_until = {_NOW} + %s, attempts = attempts + 1,"
+                f" updated_at = {_NOW} WHERE id IN (SELECT id FROM jobs WHERE (status = %s AND not_before <= {_NOW})"
+                f" OR (status = %s AND lease_until < {_NOW}) ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED)"
+                f" RETURNING {COLUMNS}", (RUNNING, owner, self.lease_s, STARTING, RUNNING, limit)).fetchall()]
+            pixels = dict(conn.execute("SELECT id, pixels FROM job_inputs WHERE id = ANY(%s)",
+                                       ([j.id for j in jobs],)).fetchall()) if jobs else {}
+            return jobs, pixels
+
+        if limit <= 0:
+            return []
+        jobs, pixels = self._call(run)
+        claimed = []
+        for job in sorted(jobs, key=lambda j: j.created_at):
+            if job.id in pixels:
+                claimed.append((job, unpack(pixels[job.id])))
+            else:  # cannot happen through this class; a hand-edited store must not wedge the queue
+                self.finish(job.id, FAILED, error="The job's image is missing from the job store; submit it again.")
+        return claimed
+
+    def renew(self, owner: str, job_ids: list[str]) -> None:
+        if job_ids:
+            self._call(lambda conn: conn.execute(
+                f"UPDATE jobs SET lease_until = {_NOW} + %s WHERE owner = %s AND status = %s AND id = ANY(%s)",
+                (self.lease_s, owner, RUNNING, job_ids)))
+
+    def finish(self, job_id: str, status: str, result: Any = None, error: str | None = None,
+               owner: str | None = None) -> bool:
+        def run(conn: psycopg.Connection) -> bool:
+            done = conn.execute(
+                f"UPDATE jobs SET status = CASE WHEN cancel_requested THEN %s ELSE %s END,"
+                f" result = CASE WHEN cancel_requested THEN NULL ELSE %s END,"
+                f" error = CASE WHEN cancel_requested THEN NULL ELSE %s END,"
+                f" updated_at = {_NOW}, expires_at = {_NOW} + %s"
+                f" WHERE id = %s AND status = %s AND (%s::text IS NULL OR owner = %s)",
+                (CANCELLED, status, json.dumps(result) if result is not None else None, error, self.retention_s,
+                 job_id, RUNNING, owner, owner)).rowcount
+            if done:
+                conn.execute("DELETE FROM job_inputs WHERE id = %s", (job_id,))
+                conn.execute("SELECT pg_notify('vision_jobs_finished', %s)", (job_id,))
+            return bool(done)
+
+        return self._call(run)
+
+    def cancel(self, job_id: str) -> tuple[str, Job] | None:
+        def run(conn: psycopg.Connection) -> tuple[str, Job] | None:
+            row = conn.execute(f"SELECT status FROM jobs WHERE id = %s AND (expires_at IS NULL OR expires_at >"
+                               f" {_NOW}) FOR UPDATE", (job_id,)).fetchone()
+            if row is None:
+                return None
+            if row[0] == STARTING:
+                conn.execute(f"UPDATE jobs SET status = %s, updated_at = {_NOW}, expires_at = {_NOW} + %s"
+                             f" WHERE id = %s", (CANCELLED, self.retention_s, job_id))
+                conn.execute("DELETE FROM job_inputs WHERE id = %s", (job_id,))
+                conn.execute("SELECT pg_notify('vision_jobs_finished', %s)", (job_id,))
+            elif row[0] == RUNNING:
+                conn.execute(f"UPDATE jobs SET cancel_requested = true, updated_at = {_NOW} WHERE id = %s", (job_id,))
+            job = Job.from_row(conn.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = %s", (job_id,)).fetchone())
+            return row[0], job
+
+        return self._call(run)
+
+    def retry_later(self, job_id: str, error: str, delay_s: float, count_attempt: bool = True,
+                    owner: str | None = None) -> None:
+        def run(conn: psycopg.Connection) -> None:
+            conn.execute(
+                f"WITH gone AS (UPDATE jobs SET status = CASE WHEN cancel_requested THEN %s ELSE %s END,"
+                f" owner = NULL, updated_at = {_NOW},"
+                f" error = CASE WHEN cancel_requested THEN NULL ELSE %s END,"
+                f" expires_at = CASE WHEN cancel_requested THEN {_NOW} + %s END,"
+                f" not_before = {_NOW} + %s, attempts = attempts - CASE WHEN cancel_requested OR %s THEN 0 ELSE 1 END"
+                f" WHERE id = %s AND status = %s AND (%s::text IS NULL OR owner = %s) RETURNING id, status)"
+                f" DELETE FROM job_inputs WHERE id IN (SELECT id FROM gone WHERE status = %s)",
+                (CANCELLED, STARTING, error, self.retention_s, delay_s, count_attempt, job_id, RUNNING, owner, owner,
+                 CANCELLED))
+            conn.execute("SELECT pg_notify('vision_jobs_finished', %s)", (job_id,))  # waiters re-read it
+            conn.execute("SELECT pg_notify('vision_jobs_queued', '')")
+
+        self._call(run)
+
+    def release_dead_local_owners(self, host: str) -> int:
+        owners = [o for (o,) in self._call(lambda conn: conn.execute(
+            "SELECT DISTINCT owner FROM jobs WHERE status = %s AND owner LIKE %s",
+            (RUNNING, host + ":%")).fetchall())]
+        dead = dead_local_owners(owners, host)
+        for owner in dead:
+            self._call(lambda conn, owner=owner: conn.execute(
+                f"WITH gone AS (UPDATE jobs SET status = CASE WHEN cancel_requested THEN %s ELSE %s END,"
+                f" owner = NULL, expires_at = CASE WHEN cancel_requested THEN {_NOW} + %s END"
+                f" WHERE owner = %s AND status = %s RETURNING id, status)"
+                f" DELETE FROM job_inputs WHERE id IN (SELECT id FROM gone WHERE status = %s)",
+                (CANCELLED, STARTING, self.retention_s, owner, RUNNING, CANCELLED)))
+        if dead:
+            self._call(lambda conn: conn.execute("SELECT pg_notify('vision_jobs_queued', '')"))
+        return len(dead)
+
+    def purge_expired(self) -> int:
+        return self._call(lambda conn: conn.execute(
+            f"DELETE FROM jobs WHERE expires_at IS NOT NULL AND expires_at <= {_NOW}").rowcount)
+
+    def unfinished(self, model: str, limit: int = 1000) -> list[tuple[str, str]]:
+        return [tuple(r) for r in self._call(lambda conn: conn.execute(
+            "SELECT id, status FROM jobs WHERE model = %s AND status IN (%s, %s) ORDER BY created_at LIMIT %s",
+            (model, STARTING, RUNNING, limit)).fetchall())]
+
+    def counts(self) -> dict[str, int]:
+        return dict(self._call(lambda conn: conn.execute(
+            "SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()))
+
+    def listen(self, on_event: Callable[[str, str], None]) -> None:
+        thread = threading.Thread(target=self._listen, args=(on_event,), name="job-store-listen", daemon=True)
+        self._listeners.append(thread)
+        thread.start()
+
+    def _listen(self, on_event: Callable[[str, str], None]) -> None:
+        """One connection that LISTENs; reconnects with a backoff, and reports RECONNECTED so that anything
+        announced meanwhile is read again."""
+        delay = 0.2
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True, connect_timeout=5,
+                                     application_name="vision-serve-listen") as conn:
+                    for channel in _CHANNELS:
+                        conn.execute(f"LISTEN {channel}")
+                    if delay > 0.2:
+                        logger.info("Job store notifications restored")
+                    delay = 0.2
+                    on_event(RECONNECTED, "")
+                    while not self._stop.is_set():
+                        for note in conn.notifies(timeout=1.0):
+                            on_event(_CHANNELS.get(note.channel, note.channel), note.payload)
+            except psycopg.Error as exc:
+                if delay == 0.2:
+                    logger.warning("Job store notifications lost (%s); reconnecting", type(exc).__name__)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+
+    def close(self) -> None:
+        self._stop.set()
+        self.pool.close()
+        for thread in self._listeners:
+            thread.join(timeout=3)

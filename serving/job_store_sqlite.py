@@ -1,0 +1,238 @@
+"""The SQLite job store: one file (WAL) shared by the gateway workers of one host; the embedded default."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sqlite3
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from serving.job_store import (CANCELLED, COLUMNS, FAILED, RUNNING, STARTING, Job, JobStore, JobStoreUnavailable,
+                               dead_local_owners, pack, unpack)
+
+logger = logging.getLogger(__name__)
+
+# Pixels live in their own table: SQLite rewrites a whole row on UPDATE, so keeping them in ``jobs`` made every
+# claim and lease renewal copy the image (a claim took 3.1 ms with a 224 px image, 0.55 ms without).
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, model TEXT NOT NULL, batched INTEGER NOT NULL, status TEXT NOT NULL,
+    classes TEXT NOT NULL, templates TEXT NOT NULL, result TEXT, error TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0, owner TEXT, lease_until REAL, not_before REAL NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL, expires_at REAL
+);
+CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, created_at);
+CREATE TABLE IF NOT EXISTS job_inputs (id TEXT PRIMARY KEY, pixels BLOB NOT NULL);
+"""
+# Added after the first schema; _add_columns adds them to older stores.
+_LATERCOLUMNS = {"cancel_requested": "INTEGER NOT NULL DEFAULT 0"}
+
+
+class SQLiteJobStore(JobStore):
+    """Jobs in one SQLite file (WAL), safe to share between the processes of one host."""
+
+    def __init__(self, path: str | Path, retention_s: float, lease_s: float) -> None:
+        self.path, self.retention_s, self.lease_s = Path(path), retention_s, lease_s
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    @contextlib.contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        """A connection, closed after use; a locked or failing file is JobStoreUnavailable (503)."""
+        try:
+            conn = self._connect()
+        except sqlite3.OperationalError as exc:
+            raise JobStoreUnavailable(str(exc)) from None
+        try:
+            yield conn
+        except sqlite3.OperationalError as exc:
+            raise JobStoreUnavailable(str(exc)) from None
+        finally:
+            conn.close()
+
+    def init(self) -> None:
+        """Create the file and schema; a RuntimeError that names the setting when the path is unusable."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.closing(self._connect()) as conn:
+                conn.executescript(_SCHEMA)
+                _migrate_inline_pixels(conn)
+                _add_columns(conn)
+                conn.execute("CREATE TABLE IF NOT EXISTS probe (x)")
+                conn.execute("DROP TABLE probe")
+        except (OSError, sqlite3.Error) as exc:
+            raise RuntimeError(f"The job store {self.path} is not usable ({exc}); set JOB_STORE_URL to "
+                               "sqlite:///<path> (or JOB_STORE_PATH to a path) with a writable file on a local disk "
+                               "with free space.") from None
+
+    def submit(self, model: str, batched: bool, pixels: np.ndarray, classes: list[str], templates: list[str],
+               owner: str | None = None) -> Job:
+        now, job_id = time.time(), str(uuid.uuid4())
+        status, attempts, lease = (RUNNING, 1, now + self.lease_s) if owner else (STARTING, 0, None)
+        with self._db() as conn, _transaction(conn):
+            conn.execute("INSERT INTO job_inputs (id, pixels) VALUES (?, ?)", (job_id, pack(pixels)))
+            conn.execute(
+                "INSERT INTO jobs (id, model, batched, status, classes, templates, attempts, owner, lease_until,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (job_id, model, int(batched), status, json.dumps(classes), json.dumps(templates), attempts, owner,
+                 lease, now, now),
+            )
+        return Job(job_id, model, batched, status, classes, templates, None, None, attempts, now, now, None)
+
+    def get(self, job_id: str) -> Job | None:
+        with self._db() as conn:
+            row = conn.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ? AND (expires_at IS NULL OR expires_at > ?)",
+                               (job_id, time.time())).fetchone()
+        return Job.from_row(row) if row else None
+
+    def claim(self, owner: str, limit: int) -> list[tuple[Job, np.ndarray]]:
+        now = time.time()
+        with self._db() as conn:
+            with _transaction(conn):  # one write: a cancelled job whose worker is gone is not run again
+                _drop_inputs(conn, conn.execute(
+                    "UPDATE jobs SET status = ?, owner = NULL, updated_at = ?, expires_at = ? WHERE status = ?"
+                    " AND lease_until < ? AND cancel_requested = 1 RETURNING id",
+                    (CANCELLED, now, now + self.retention_s, RUNNING, now)).fetchall())
+                jobs = [Job.from_row(r) for r in conn.execute(
+                    f"UPDATE jobs SET status = ?, owner = ?, lease_until = ?, attempts = attempts + 1, updated_at = ?"
+                    f" WHERE id IN (SELECT id FROM jobs WHERE (status = ? AND not_before <= ?)"
+                    f" OR (status = ? AND lease_until < ?) ORDER BY created_at LIMIT ?)"
+                    f" RETURNING {COLUMNS}",
+                    (RUNNING, owner, now + self.lease_s, now, STARTING, now, RUNNING, now, limit),
+                ).fetchall()]
+            pixels = dict(conn.execute(f"SELECT id, pixels FROM job_inputs WHERE id IN ({','.join('?' * len(jobs))})",
+                                       [j.id for j in jobs]).fetchall()) if jobs else {}
+        claimed = []
+        for job in jobs:
+            if job.id in pixels:
+                claimed.append((job, unpack(pixels[job.id])))
+            else:  # cannot happen through this class; a hand-edited store must not wedge the queue
+                self.finish(job.id, FAILED, error="The job's image is missing from the job store; submit it again.")
+        return claimed
+
+    def renew(self, owner: str, job_ids: list[str]) -> None:
+        if job_ids:
+            with self._db() as conn:
+                conn.execute(f"UPDATE jobs SET lease_until = ? WHERE owner = ? AND status = ? AND id IN "
+                             f"({','.join('?' * len(job_ids))})", (time.time() + self.lease_s, owner, RUNNING, *job_ids))
+
+    def finish(self, job_id: str, status: str, result: Any = None, error: str | None = None,
+               owner: str | None = None) -> bool:
+        now = time.time()
+        with self._db() as conn, _transaction(conn):
+            done = conn.execute(
+                "UPDATE jobs SET status = CASE cancel_requested WHEN 1 THEN ? ELSE ? END,"
+                " result = CASE cancel_requested WHEN 1 THEN NULL ELSE ? END,"
+                " error = CASE cancel_requested WHEN 1 THEN NULL ELSE ? END,"
+                " updated_at = ?, expires_at = ? WHERE id = ? AND status = ? AND (? IS NULL OR owner = ?)",
+                (CANCELLED, status, json.dumps(result) if result is not None else None, error, now,
+                 now + self.retention_s, job_id, RUNNING, owner, owner),
+            ).rowcount
+            if done:
+                conn.execute("DELETE FROM job_inputs WHERE id = ?", (job_id,))
+        return bool(done)
+
+    def cancel(self, job_id: str) -> tuple[str, Job] | None:
+        now = time.time()
+        with self._db() as conn, _transaction(conn):
+            row = conn.execute("SELECT status FROM jobs WHERE id = ? AND (expires_at IS NULL OR expires_at > ?)",
+                               (job_id, now)).fetchone()
+            if row is None:
+                return None
+            if row[0] == STARTING:
+                conn.execute("UPDATE jobs SET status = ?, updated_at = ?, expires_at = ? WHERE id = ?",
+                             (CANCELLED, now, now + self.retention_s, job_id))
+                conn.execute("DELETE FROM job_inputs WHERE id = ?", (job_id,))
+            elif row[0] == RUNNING:
+                conn.execute("UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?", (now, job_id))
+            job = Job.from_row(conn.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone())
+        return row[0], job
+
+    def retry_later(self, job_id: str, error: str, delay_s: float, count_attempt: bool = True,
+                    owner: str | None = None) -> None:
+        now, held = time.time(), " AND status = ? AND (? IS NULL OR owner = ?)"
+        with self._db() as conn, _transaction(conn):
+            _drop_inputs(conn, conn.execute(  # a cancelled job is not retried
+                "UPDATE jobs SET status = ?, owner = NULL, updated_at = ?, expires_at = ? WHERE id = ?" + held +
+                " AND cancel_requested = 1 RETURNING id",
+                (CANCELLED, now, now + self.retention_s, job_id, RUNNING, owner, owner)).fetchall())
+            conn.execute("UPDATE jobs SET status = ?, owner = NULL, error = ?, not_before = ?, updated_at = ?,"
+                         " attempts = attempts - ? WHERE id = ?" + held,
+                         (STARTING, error, now + delay_s, now, 0 if count_attempt else 1, job_id, RUNNING, owner,
+                          owner))
+
+    def release_dead_local_owners(self, host: str) -> int:
+        with self._db() as conn:
+            owners = [o for (o,) in conn.execute("SELECT DISTINCT owner FROM jobs WHERE status = ?", (RUNNING,))]
+            dead = dead_local_owners(owners, host)
+            now = time.time()
+            for owner in dead:
+                with _transaction(conn):
+                    released = conn.execute(
+                        "UPDATE jobs SET status = CASE cancel_requested WHEN 1 THEN ? ELSE ? END, owner = NULL,"
+                        " expires_at = CASE cancel_requested WHEN 1 THEN ? ELSE NULL END"
+                        " WHERE owner = ? AND status = ? RETURNING id, status", (CANCELLED, STARTING,
+                                                                                 now + self.retention_s, owner, RUNNING))
+                    _drop_inputs(conn, [(i,) for i, status in released.fetchall() if status == CANCELLED])
+        return len(dead)
+
+    def purge_expired(self) -> int:
+        with self._db() as conn:
+            return conn.execute("DELETE FROM jobs WHERE expires_at IS NOT NULL AND expires_at <= ?",
+                                (time.time(),)).rowcount
+
+    def unfinished(self, model: str, limit: int = 1000) -> list[tuple[str, str]]:
+        with self._db() as conn:
+            return conn.execute("SELECT id, status FROM jobs WHERE model = ? AND status IN (?, ?) "
+                                "ORDER BY created_at LIMIT ?", (model, STARTING, RUNNING, limit)).fetchall()
+
+    def counts(self) -> dict[str, int]:
+        with self._db() as conn:
+            return dict(conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall())
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction (the connections are in autocommit mode)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _drop_inputs(conn: sqlite3.Connection, ids: list[tuple[str]]) -> None:
+    """Drop the pixels of jobs that finished (here: were cancelled)."""
+    conn.executemany("DELETE FROM job_inputs WHERE id = ?", ids)
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    """Columns added to the schema later, added to an older store once (inside the write lock)."""
+    with _transaction(conn):
+        have = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+        for name, decl in _LATERCOLUMNS.items():
+            if name not in have:
+                conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
+
+
+def _migrate_inline_pixels(conn: sqlite3.Connection) -> None:
+    """Stores written before pixels had their own table: move the pixels of unfinished jobs across, once."""
+    with _transaction(conn):  # every gateway worker runs this at start: check inside the lock
+        if "pixels" not in [row[1] for row in conn.execute("PRAGMA table_info(jobs)")]:
+            return
+        moved = conn.execute("INSERT OR IGNORE INTO job_inputs (id, pixels) SELECT id, pixels FROM jobs"
+                             " WHERE pixels IS NOT NULL").rowcount
+        conn.execute("ALTER TABLE jobs DROP COLUMN pixels")
+    logger.info("Job store upgraded: the pixels of %d unfinished job(s) moved to job_inputs", moved)
