@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 from typing import Any, Awaitable, Callable, Iterable
 
+logger = logging.getLogger(__name__)
 Scope = dict[str, Any]
 ASGIApp = Callable[[Scope, Callable, Callable], Awaitable[None]]
 
@@ -79,7 +81,7 @@ class GuardMiddleware:
                                          f"The body passed the limit of {self.max_body_bytes} bytes.")
             receive = _replay(body)
         if scope["path"] in self.open_paths or self.max_in_flight is None:
-            return await self.app(scope, receive, _shape_errors(send, scope))
+            return await _answered(self.app, scope, receive, _shape_errors(send, scope))
         if self.in_flight >= self.max_in_flight:  # shed instead of queueing without bound
             for message in _json(429, "overloaded", "Too many requests in flight; retry after the Retry-After seconds.",
                                  [(b"retry-after", b"1")]):
@@ -87,7 +89,7 @@ class GuardMiddleware:
             return
         self.in_flight += 1
         try:
-            await self.app(scope, receive, _shape_errors(send, scope))
+            await _answered(self.app, scope, receive, _shape_errors(send, scope))
         finally:
             self.in_flight -= 1
 
@@ -114,6 +116,35 @@ class GuardMiddleware:
     @staticmethod
     async def _reply(send: Callable, status: int, error: str, detail: str) -> None:
         for message in _json(status, error, detail):
+            await send(message)
+
+
+async def _answered(app: ASGIApp, scope: Scope, receive: Callable, send: Callable) -> None:
+    """Run ``app``; an exception before any response is answered with a JSON error instead of no answer.
+
+    BentoML's TimeoutMiddleware, around this one, waits for the first message sent, not for the handler, so an
+    exception that escapes a handler (``/readyz`` does so while a runner is still starting) left the request
+    hanging for the whole traffic timeout, and kept a SIGTERMed gateway from exiting until then.
+    """
+    started = False
+
+    async def tracked(message: dict) -> None:
+        nonlocal started
+        started = True
+        await send(message)
+
+    try:
+        await app(scope, receive, tracked)
+    except Exception:
+        if started:
+            raise
+        if scope["path"] == "/readyz":
+            logger.info("/readyz: a dependency is not reachable yet")
+            status, error, detail = 503, "unavailable", "Not ready: a runner is not reachable yet."
+        else:
+            logger.exception("unhandled error on %s %s", scope.get("method"), scope["path"])
+            status, error, detail = 500, "internal_error", "The request failed inside the service; see its log."
+        for message in _json(status, error, detail, [(b"retry-after", b"1")] if status == 503 else []):
             await send(message)
 
 
