@@ -9,6 +9,7 @@ Images are scikit-image photos re-encoded as JPEG with long sides of 500, 1024, 
 Writes results.json, results.md and plot.png to ``--out``.
 
     python scripts/benchmark.py --serve --out docs/benchmarks/cpu-dev          # dev models, this machine
+    python scripts/benchmark.py --jobs-only --out docs/benchmarks/jobs-cpu     # the job store: SQLite vs PostgreSQL
 """
 
 from __future__ import annotations
@@ -299,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--url", help="a running server, e.g. http://localhost:3000")
     target.add_argument("--serve", action="store_true", help="start `bentoml serve service:Gateway` for the run")
+    target.add_argument("--jobs-only", action="store_true",
+                        help="measure the job store instead: SQLite vs PostgreSQL (scripts/bench_jobs.py)")
+    parser.add_argument("--jobs", type=int, default=2000, help="--jobs-only: jobs per store, path and level")
     parser.add_argument("--endpoints", default="classify,score,zero-shot")
     parser.add_argument("--concurrency", default="1,8,32,128")
     parser.add_argument("--sizes", default="500,1024,2048,4000", help="long sides of the JPEGs, px")
@@ -313,11 +317,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "latest")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
     endpoints, levels = args.endpoints.split(","), _ints(args.concurrency)
-    images = make_images(_ints(args.sizes))
     logs = args.out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    if args.jobs_only:
+        return jobs_only(args, argv, logs)
+    images = make_images(_ints(args.sizes))
     started = []
     try:  # both systems are up for the whole run; an idle one uses no CPU
         if args.serve:
@@ -352,6 +359,25 @@ def main(argv: list[str] | None = None) -> int:
         "service": service, "naive": naive, "ceiling": top, "summary": summarise(service, naive, top),
     }
     write_report(args.out, report)
+    logger.info("wrote %s", args.out)
+    return 0
+
+
+def jobs_only(args: argparse.Namespace, argv: list[str] | None, logs: Path) -> int:
+    import torch
+
+    from scripts import bench_jobs
+
+    levels = _ints(args.concurrency) if args.concurrency != "1,8,32,128" else [1, 32]
+    report = {"label": args.label, "command": " ".join(shlex.quote(a) for a in [
+                  "python", "scripts/benchmark.py", *(argv or sys.argv[1:])]),
+              "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.processor() or ''}",
+              **bench_jobs.run(levels, args.jobs, args.rounds, args.requests, logs)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(report, indent=2))
+    (args.out / "results.md").write_text("\n".join([f"# Benchmark: {report['label']}", "",
+                                                    f"Command: `{report['command']}`", "",
+                                                    f"Machine: {report['machine']}.", "", *bench_jobs.markdown(report)]))
     logger.info("wrote %s", args.out)
     return 0
 

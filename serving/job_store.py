@@ -119,10 +119,10 @@ class JobStore(abc.ABC):
 
     @abc.abstractmethod
     def finish(self, job_id: str, status: str, result: Any = None, error: str | None = None,
-               owner: str | None = None) -> bool:
+               owner: str | None = None) -> Job | None:
         """Mark a running job complete or failed (``cancelled``, with no result, when its cancellation was asked
         for meanwhile), drop its pixels and start the retention clock. With ``owner``, only while that worker
-        still holds the job. False when nothing was written."""
+        still holds the job. The finished job, or None when nothing was written."""
 
     @abc.abstractmethod
     def cancel(self, job_id: str) -> tuple[str, Job] | None:

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 import psycopg
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from serving.job_store import (CANCELLED, COLUMNS, FAILED, FINISHED, QUEUED, RECONNECTED, RUNNING, STARTING, Job,
                                JobStore, JobStoreUnavailable, dead_local_owners, pack, redact, unpack)
@@ -27,7 +27,8 @@ SCHEMA_VERSION = 1
 _LOCK = 0x7669_7369_6F6E  # advisory lock id held while the schema is created or upgraded
 _NOW = "extract(epoch FROM clock_timestamp())"
 _CHANNELS = {"vision_jobs_queued": QUEUED, "vision_jobs_finished": FINISHED}
-# Pixels live in job_inputs, so claims and lease renewals never touch them.
+# Pixels live in job_inputs, so claims and lease renewals never touch them; stored out of line and uncompressed
+# (pglz gained little on pixels and cost more CPU than the bytes it saved).
 _MIGRATIONS = {
     1: """
 CREATE TABLE jobs (
@@ -40,6 +41,7 @@ CREATE TABLE jobs (
 CREATE INDEX jobs_queue ON jobs (status, created_at);
 CREATE INDEX jobs_expiry ON jobs (expires_at) WHERE expires_at IS NOT NULL;
 CREATE TABLE job_inputs (id text PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE, pixels bytea NOT NULL);
+ALTER TABLE job_inputs ALTER COLUMN pixels SET STORAGE EXTERNAL;
 """,
 }
 
@@ -53,29 +55,31 @@ class PostgresJobStore(JobStore):
                  timeout_ms: int = 5000) -> None:
         self.url, self.retention_s, self.lease_s, self.timeout_ms = url, retention_s, lease_s, timeout_ms
         self.pool = ConnectionPool(
-            url, min_size=1, max_size=max(1, pool_size), timeout=timeout_ms / 1000, open=False,
-            check=ConnectionPool.check_connection, name="job-store",
-            kwargs={"connect_timeout": max(1, timeout_ms // 1000), "application_name": "vision-serve",
+            url, min_size=1, max_size=max(1, pool_size), timeout=timeout_ms / 1000, open=False, name="job-store",
+            kwargs={"autocommit": True, "connect_timeout": max(1, timeout_ms // 1000),
+                    "application_name": "vision-serve",
                     "options": f"-c statement_timeout={timeout_ms} -c idle_in_transaction_session_timeout="
                                f"{timeout_ms * 2}"})
         self._stop = threading.Event()
         self._listeners: list[threading.Thread] = []
 
-    def _db(self):
-        """A pooled connection for one transaction (committed at the end of the block)."""
-        return self.pool.connection()
-
     def _call(self, fn: Callable[[psycopg.Connection], Any]) -> Any:
-        try:
-            with self._db() as conn:
-                return fn(conn)
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            raise JobStoreUnavailable(type(exc).__name__ + ": " + (str(exc).splitlines() or [""])[0]) from None
+        """``fn`` on a pooled connection (autocommit: each statement is its own transaction unless ``fn`` opens
+        one). A connection the server dropped (a restart) is replaced and ``fn`` tried once more on a fresh one;
+        every write here is safe to repeat."""
+        for attempt in (1, 2):
+            try:
+                with self.pool.connection() as conn:
+                    return fn(conn)
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                stale = attempt == 1 and not isinstance(exc, (psycopg.errors.QueryCanceled, PoolTimeout))
+                if not stale:
+                    raise JobStoreUnavailable(f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}") from None
 
     def init(self) -> None:
         try:
             self.pool.open(wait=True, timeout=max(5.0, self.timeout_ms / 1000))
-            with self._db() as conn:  # one transaction under the lock: replicas starting together take turns
+            with self.pool.connection() as conn, conn.transaction():  # replicas starting together take turns
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
                 conn.execute("CREATE TABLE IF NOT EXISTS schema_version (component text PRIMARY KEY,"
                              " version integer NOT NULL)")
@@ -103,16 +107,16 @@ class PostgresJobStore(JobStore):
         status, attempts = (RUNNING, 1) if owner else (STARTING, 0)
 
         def run(conn: psycopg.Connection) -> float:
-            now = conn.execute(
-                f"INSERT INTO jobs (id, model, batched, status, classes, templates, attempts, owner, lease_until,"
-                f" created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s,"
-                f" CASE WHEN %s THEN {_NOW} + %s END, {_NOW}, {_NOW}) RETURNING created_at",
+            row = conn.execute(  # one statement, one round trip: both rows, and the wake-up of idle workers
+                f"WITH job AS (INSERT INTO jobs (id, model, batched, status, classes, templates, attempts, owner,"
+                f" lease_until, created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s,"
+                f" CASE WHEN %s THEN {_NOW} + %s END, {_NOW}, {_NOW}) ON CONFLICT (id) DO NOTHING RETURNING created_at),"
+                f" pixels AS (INSERT INTO job_inputs (id, pixels) SELECT %s, %s FROM job)"
+                f" SELECT created_at, CASE WHEN %s THEN pg_notify('vision_jobs_queued', '') END FROM job",
                 (job_id, model, batched, status, json.dumps(classes), json.dumps(templates), attempts, owner,
-                 owner is not None, self.lease_s)).fetchone()[0]
-            conn.execute("INSERT INTO job_inputs (id, pixels) VALUES (%s, %s)", (job_id, pack(pixels)))
-            if owner is None:
-                conn.execute("SELECT pg_notify('vision_jobs_queued', '')")
-            return now
+                 owner is not None, self.lease_s, job_id, pack(pixels), owner is None)).fetchone()
+            # None: a retry after a lost answer found the row written the first time
+            return (row or conn.execute("SELECT created_at FROM jobs WHERE id = %s", (job_id,)).fetchone())[0]
 
         now = self._call(run)
         return Job(job_id, model, batched, status, classes, templates, None, None, attempts, now, now, None)
@@ -124,28 +128,27 @@ class PostgresJobStore(JobStore):
         return Job.from_row(row) if row else None
 
     def claim(self, owner: str, limit: int) -> list[tuple[Job, np.ndarray]]:
-        def run(conn: psycopg.Connection) -> tuple[list[Job], dict[str, bytes]]:
+        def run(conn: psycopg.Connection) -> list[tuple]:
             conn.execute(  # a cancelled job whose worker is gone is not run again
                 f"WITH gone AS (UPDATE jobs SET status = %s, owner = NULL, updated_at = {_NOW},"
                 f" expires_at = {_NOW} + %s WHERE id IN (SELECT id FROM jobs WHERE status = %s AND lease_until <"
                 f" {_NOW} AND cancel_requested FOR UPDATE SKIP LOCKED) RETURNING id)"
                 f" DELETE FROM job_inputs WHERE id IN (SELECT id FROM gone)", (CANCELLED, self.retention_s, RUNNING))
-            jobs = [Job.from_row(r) for r in conn.execute(
-                f"UPDATE jobs SET status = %s, owner = %s, lease_until = {_NOW} + %s, attempts = attempts + 1,"
-                f" updated_at = {_NOW} WHERE id IN (SELECT id FROM jobs WHERE (status = %s AND not_before <= {_NOW})"
-                f" OR (status = %s AND lease_until < {_NOW}) ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED)"
-                f" RETURNING {COLUMNS}", (RUNNING, owner, self.lease_s, STARTING, RUNNING, limit)).fetchall()]
-            pixels = dict(conn.execute("SELECT id, pixels FROM job_inputs WHERE id = ANY(%s)",
-                                       ([j.id for j in jobs],)).fetchall()) if jobs else {}
-            return jobs, pixels
+            return conn.execute(
+                f"WITH taken AS (UPDATE jobs SET status = %s, owner = %s, lease_until = {_NOW} + %s,"
+                f" attempts = attempts + 1, updated_at = {_NOW} WHERE id IN (SELECT id FROM jobs WHERE"
+                f" (status = %s AND not_before <= {_NOW}) OR (status = %s AND lease_until < {_NOW} AND NOT"
+                f" cancel_requested) ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING {COLUMNS})"
+                f" SELECT taken.*, job_inputs.pixels FROM taken LEFT JOIN job_inputs USING (id)"
+                f" ORDER BY taken.created_at", (RUNNING, owner, self.lease_s, STARTING, RUNNING, limit)).fetchall()
 
         if limit <= 0:
             return []
-        jobs, pixels = self._call(run)
         claimed = []
-        for job in sorted(jobs, key=lambda j: j.created_at):
-            if job.id in pixels:
-                claimed.append((job, unpack(pixels[job.id])))
+        for row in self._call(run):
+            job, pixels = Job.from_row(row[:-1]), row[-1]
+            if pixels is not None:
+                claimed.append((job, unpack(pixels)))
             else:  # cannot happen through this class; a hand-edited store must not wedge the queue
                 self.finish(job.id, FAILED, error="The job's image is missing from the job store; submit it again.")
         return claimed
@@ -157,25 +160,25 @@ class PostgresJobStore(JobStore):
                 (self.lease_s, owner, RUNNING, job_ids)))
 
     def finish(self, job_id: str, status: str, result: Any = None, error: str | None = None,
-               owner: str | None = None) -> bool:
-        def run(conn: psycopg.Connection) -> bool:
-            done = conn.execute(
-                f"UPDATE jobs SET status = CASE WHEN cancel_requested THEN %s ELSE %s END,"
-                f" result = CASE WHEN cancel_requested THEN NULL ELSE %s END,"
-                f" error = CASE WHEN cancel_requested THEN NULL ELSE %s END,"
-                f" updated_at = {_NOW}, expires_at = {_NOW} + %s"
-                f" WHERE id = %s AND status = %s AND (%s::text IS NULL OR owner = %s)",
-                (CANCELLED, status, json.dumps(result) if result is not None else None, error, self.retention_s,
-                 job_id, RUNNING, owner, owner)).rowcount
-            if done:
-                conn.execute("DELETE FROM job_inputs WHERE id = %s", (job_id,))
-                conn.execute("SELECT pg_notify('vision_jobs_finished', %s)", (job_id,))
-            return bool(done)
-
-        return self._call(run)
+               owner: str | None = None) -> Job | None:
+        row = self._call(lambda conn: conn.execute(
+            f"WITH done AS (UPDATE jobs SET status = CASE WHEN cancel_requested THEN %s ELSE %s END,"
+            f" result = CASE WHEN cancel_requested THEN NULL ELSE %s END,"
+            f" error = CASE WHEN cancel_requested THEN NULL ELSE %s END,"
+            f" updated_at = {_NOW}, expires_at = {_NOW} + %s"
+            f" WHERE id = %s AND status = %s AND (%s::text IS NULL OR owner = %s) RETURNING {COLUMNS}),"
+            f" pixels AS (DELETE FROM job_inputs WHERE id IN (SELECT id FROM done))"
+            f" SELECT *, pg_notify('vision_jobs_finished', id) FROM done",
+            (CANCELLED, status, json.dumps(result) if result is not None else None, error, self.retention_s,
+             job_id, RUNNING, owner, owner)).fetchone())
+        return Job.from_row(row[:-1]) if row else None
 
     def cancel(self, job_id: str) -> tuple[str, Job] | None:
         def run(conn: psycopg.Connection) -> tuple[str, Job] | None:
+            with conn.transaction():
+                return locked(conn)
+
+        def locked(conn: psycopg.Connection) -> tuple[str, Job] | None:
             row = conn.execute(f"SELECT status FROM jobs WHERE id = %s AND (expires_at IS NULL OR expires_at >"
                                f" {_NOW}) FOR UPDATE", (job_id,)).fetchone()
             if row is None:
@@ -194,21 +197,17 @@ class PostgresJobStore(JobStore):
 
     def retry_later(self, job_id: str, error: str, delay_s: float, count_attempt: bool = True,
                     owner: str | None = None) -> None:
-        def run(conn: psycopg.Connection) -> None:
-            conn.execute(
-                f"WITH gone AS (UPDATE jobs SET status = CASE WHEN cancel_requested THEN %s ELSE %s END,"
-                f" owner = NULL, updated_at = {_NOW},"
-                f" error = CASE WHEN cancel_requested THEN NULL ELSE %s END,"
-                f" expires_at = CASE WHEN cancel_requested THEN {_NOW} + %s END,"
-                f" not_before = {_NOW} + %s, attempts = attempts - CASE WHEN cancel_requested OR %s THEN 0 ELSE 1 END"
-                f" WHERE id = %s AND status = %s AND (%s::text IS NULL OR owner = %s) RETURNING id, status)"
-                f" DELETE FROM job_inputs WHERE id IN (SELECT id FROM gone WHERE status = %s)",
-                (CANCELLED, STARTING, error, self.retention_s, delay_s, count_attempt, job_id, RUNNING, owner, owner,
-                 CANCELLED))
-            conn.execute("SELECT pg_notify('vision_jobs_finished', %s)", (job_id,))  # waiters re-read it
-            conn.execute("SELECT pg_notify('vision_jobs_queued', '')")
-
-        self._call(run)
+        self._call(lambda conn: conn.execute(  # waiters re-read the job; idle workers look for work
+            f"WITH back AS (UPDATE jobs SET status = CASE WHEN cancel_requested THEN %s ELSE %s END,"
+            f" owner = NULL, updated_at = {_NOW},"
+            f" error = CASE WHEN cancel_requested THEN NULL ELSE %s END,"
+            f" expires_at = CASE WHEN cancel_requested THEN {_NOW} + %s END,"
+            f" not_before = {_NOW} + %s, attempts = attempts - CASE WHEN cancel_requested OR %s THEN 0 ELSE 1 END"
+            f" WHERE id = %s AND status = %s AND (%s::text IS NULL OR owner = %s) RETURNING id, status),"
+            f" pixels AS (DELETE FROM job_inputs WHERE id IN (SELECT id FROM back WHERE status = %s))"
+            f" SELECT pg_notify('vision_jobs_finished', id), pg_notify('vision_jobs_queued', '') FROM back",
+            (CANCELLED, STARTING, error, self.retention_s, delay_s, count_attempt, job_id, RUNNING, owner, owner,
+             CANCELLED)))
 
     def release_dead_local_owners(self, host: str) -> int:
         owners = [o for (o,) in self._call(lambda conn: conn.execute(

@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import sqlite3
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -31,7 +32,7 @@ CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, created_at);
 CREATE TABLE IF NOT EXISTS job_inputs (id TEXT PRIMARY KEY, pixels BLOB NOT NULL);
 """
 # Added after the first schema; _add_columns adds them to older stores.
-_LATERCOLUMNS = {"cancel_requested": "INTEGER NOT NULL DEFAULT 0"}
+_LATER_COLUMNS = {"cancel_requested": "INTEGER NOT NULL DEFAULT 0"}
 
 
 class SQLiteJobStore(JobStore):
@@ -39,6 +40,7 @@ class SQLiteJobStore(JobStore):
 
     def __init__(self, path: str | Path, retention_s: float, lease_s: float) -> None:
         self.path, self.retention_s, self.lease_s = Path(path), retention_s, lease_s
+        self._local = threading.local()  # one open connection per thread, reused
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
@@ -48,17 +50,15 @@ class SQLiteJobStore(JobStore):
 
     @contextlib.contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
-        """A connection, closed after use; a locked or failing file is JobStoreUnavailable (503)."""
+        """This thread's connection; a locked or failing file is JobStoreUnavailable (503)."""
         try:
-            conn = self._connect()
-        except sqlite3.OperationalError as exc:
-            raise JobStoreUnavailable(str(exc)) from None
-        try:
+            conn = getattr(self._local, "conn", None)
+            if conn is None:
+                conn = self._local.conn = self._connect()
             yield conn
         except sqlite3.OperationalError as exc:
+            self._local.conn = None
             raise JobStoreUnavailable(str(exc)) from None
-        finally:
-            conn.close()
 
     def init(self) -> None:
         """Create the file and schema; a RuntimeError that names the setting when the path is unusable."""
@@ -127,20 +127,21 @@ class SQLiteJobStore(JobStore):
                              f"({','.join('?' * len(job_ids))})", (time.time() + self.lease_s, owner, RUNNING, *job_ids))
 
     def finish(self, job_id: str, status: str, result: Any = None, error: str | None = None,
-               owner: str | None = None) -> bool:
+               owner: str | None = None) -> Job | None:
         now = time.time()
         with self._db() as conn, _transaction(conn):
-            done = conn.execute(
+            row = conn.execute(
                 "UPDATE jobs SET status = CASE cancel_requested WHEN 1 THEN ? ELSE ? END,"
                 " result = CASE cancel_requested WHEN 1 THEN NULL ELSE ? END,"
                 " error = CASE cancel_requested WHEN 1 THEN NULL ELSE ? END,"
-                " updated_at = ?, expires_at = ? WHERE id = ? AND status = ? AND (? IS NULL OR owner = ?)",
+                " updated_at = ?, expires_at = ? WHERE id = ? AND status = ? AND (? IS NULL OR owner = ?)"
+                f" RETURNING {COLUMNS}",
                 (CANCELLED, status, json.dumps(result) if result is not None else None, error, now,
                  now + self.retention_s, job_id, RUNNING, owner, owner),
-            ).rowcount
-            if done:
+            ).fetchone()
+            if row:
                 conn.execute("DELETE FROM job_inputs WHERE id = ?", (job_id,))
-        return bool(done)
+        return Job.from_row(row) if row else None
 
     def cancel(self, job_id: str) -> tuple[str, Job] | None:
         now = time.time()
@@ -222,7 +223,7 @@ def _add_columns(conn: sqlite3.Connection) -> None:
     """Columns added to the schema later, added to an older store once (inside the write lock)."""
     with _transaction(conn):
         have = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
-        for name, decl in _LATERCOLUMNS.items():
+        for name, decl in _LATER_COLUMNS.items():
             if name not in have:
                 conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
 

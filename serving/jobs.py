@@ -78,10 +78,11 @@ class JobWorker:
             for job in list(self._watchers):
                 self._resolve(job)
 
-    def _resolve(self, job_id: str) -> None:
+    def _resolve(self, job_id: str, job: Job | None = None) -> None:
+        """Wake the watchers of ``job_id``, with the job as written when this worker just finished it."""
         for future in self._watchers.pop(job_id, ()):
             if not future.done():
-                future.set_result(None)
+                future.set_result(job)
 
     async def submit(self, model: str, batched: bool, pixels: np.ndarray, classes: list[str],
                      templates: list[str]) -> Job:
@@ -102,7 +103,8 @@ class JobWorker:
 
     def watch(self, job_id: str) -> asyncio.Future:
         """A future resolved when ``job_id`` may have changed: this worker stopped running it (finished, failed or
-        requeued) or, where the store notifies, any replica finished it."""
+        requeued; the result is then the finished job, or None) or, where the store notifies, any replica
+        finished it (None)."""
         future = asyncio.get_running_loop().create_future()
         self._watchers.setdefault(job_id, set()).add(future)
         return future
@@ -135,6 +137,7 @@ class JobWorker:
         last_renew = last_purge = last_counts = time.monotonic()
         while True:
             try:
+                self._wake.clear()  # before the claim: a job queued while it runs wakes the next wait at once
                 free = self.concurrency - len(self.active) - self._reserved
                 claimed = await anyio.to_thread.run_sync(self.store.claim, self.owner, free) if free > 0 else []
                 for job, pixels in claimed:
@@ -151,7 +154,6 @@ class JobWorker:
                     await anyio.to_thread.run_sync(self.store.release_dead_local_owners, self.host)
                     last_purge = now
                 if not claimed:
-                    self._wake.clear()
                     try:
                         await asyncio.wait_for(self._wake.wait(), self.poll_s)
                     except asyncio.TimeoutError:
@@ -178,11 +180,11 @@ class JobWorker:
                 delay = min(delay * 2, 5.0)
 
     async def _run(self, job: Job, pixels: np.ndarray) -> None:
-        store, owner = self.store, self.owner
+        store, owner, final = self.store, self.owner, None
         try:
             if job.attempts > self.max_attempts:  # claimed too often, e.g. it crashed its workers each time
                 msg = f"Inference failed {self.max_attempts} times; the job was given up."
-                if await self._write(lambda: store.finish(job.id, FAILED, error=msg, owner=owner)):
+                if final := await self._write(lambda: store.finish(job.id, FAILED, error=msg, owner=owner)):
                     job_metrics.finished(job.model, FAILED)
                 return
             job_metrics.started(job)
@@ -191,7 +193,7 @@ class JobWorker:
                 result = await self.execute(job, pixels)
             finally:
                 job_metrics.ran(job.model, time.monotonic() - begun)
-            if await self._write(lambda: store.finish(job.id, COMPLETE, result=result, owner=owner)):
+            if final := await self._write(lambda: store.finish(job.id, COMPLETE, result=result, owner=owner)):
                 job_metrics.finished(job.model, COMPLETE)
         except asyncio.CancelledError:
             raise
@@ -204,7 +206,7 @@ class JobWorker:
             logger.exception("job %s attempt %d failed", job.id, job.attempts)
             if job.attempts >= self.max_attempts:
                 msg = f"Inference failed after {job.attempts} attempts ({type(exc).__name__})."
-                if await self._write(lambda: store.finish(job.id, FAILED, error=msg, owner=owner)):
+                if final := await self._write(lambda: store.finish(job.id, FAILED, error=msg, owner=owner)):
                     job_metrics.finished(job.model, FAILED)
             else:
                 msg, delay = f"attempt {job.attempts} failed ({type(exc).__name__}); retrying", 2.0 ** job.attempts
@@ -212,35 +214,40 @@ class JobWorker:
                 await self._write(lambda: store.retry_later(job.id, msg, delay, owner=owner))
         finally:
             self.active.pop(job.id, None)
-            self._resolve(job.id)
+            self._resolve(job.id, final)
 
 
 async def wait_until_final(store: JobStore, job_id: str, wait_s: float, worker: JobWorker | None = None) -> Job | None:
     """The job once complete, failed or cancelled, or as it stands after ``wait_s`` (None when unknown).
 
-    Wakes as soon as ``worker`` (this process) finishes the job or, where the store notifies, as soon as any
-    replica does. Otherwise jobs run by other processes are re-read with a backoff from 5 to 250 ms. An
-    unavailable store is read again until the wait is over.
+    Wakes as soon as ``worker`` (this process) finishes the job, and then answers with the job as it wrote it,
+    or, where the store notifies, as soon as any replica does. Otherwise jobs run by other processes are re-read
+    with a backoff from 5 to 250 ms. An unavailable store is read again until the wait is over.
     """
     deadline, delay = time.monotonic() + wait_s, 0.005
     notified = worker is not None and store.notifies
+    read = not (worker and job_id in worker.active and wait_s > 0)  # running here: no need to look first
     while True:
         future = worker.watch(job_id) if worker else None  # before the read, so a finish in between wakes us
         try:
-            try:
-                job = await anyio.to_thread.run_sync(store.get, job_id)
-            except JobStoreUnavailable:  # a waiting caller rides out a short outage; the last read decides
-                if time.monotonic() + 0.5 >= deadline:
-                    raise
-                await asyncio.sleep(0.5)
-                continue
-            left = deadline - time.monotonic()
-            if job is None or job.status in FINAL or left <= 0:
-                return job
+            if read:
+                try:
+                    job = await anyio.to_thread.run_sync(store.get, job_id)
+                except JobStoreUnavailable:  # a waiting caller rides out a short outage; the last read decides
+                    if time.monotonic() + 0.5 >= deadline:
+                        raise
+                    await asyncio.sleep(0.5)
+                    continue
+                left = deadline - time.monotonic()
+                if job is None or job.status in FINAL or left <= 0:
+                    return job
+            woken_here, read, left = not read, True, deadline - time.monotonic()  # woken_here: it runs here
             if future is None:
                 await asyncio.sleep(min(delay, left))
             else:
-                await asyncio.wait({future}, timeout=left if notified else min(delay, left))
+                await asyncio.wait({future}, timeout=left if notified or woken_here else min(delay, left))
+                if future.done() and isinstance(future.result(), Job) and future.result().status in FINAL:
+                    return future.result()
             delay = min(delay * 2, 0.25)
         finally:
             if future is not None:

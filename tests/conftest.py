@@ -116,8 +116,8 @@ def pytest_sessionfinish(session, exitstatus) -> None:
 
 @pytest.fixture(scope="session")
 def postgres():
-    """A real PostgreSQL server for the session (see tests/postgres.py); skipped only when none is installed."""
-    from tests.postgres import PostgresServer
+    """A real PostgreSQL server for the session (scripts/local_postgres.py); skipped only when none is installed."""
+    from scripts.local_postgres import PostgresServer
 
     try:
         server = PostgresServer()

@@ -28,7 +28,7 @@ URIS = [f"data:image/jpeg;base64,{base64.b64encode(encode(photo(n))).decode()}"
 
 @pytest.fixture(scope="module")
 def pg():
-    from tests.postgres import PostgresServer
+    from scripts.local_postgres import PostgresServer
 
     try:
         server = PostgresServer()

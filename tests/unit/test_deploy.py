@@ -10,51 +10,68 @@ import yaml
 
 from tests.conftest import ROOT
 
-K8S = list(yaml.safe_load_all((ROOT / "deploy" / "k8s" / "vision-serve.yaml").read_text()))
-BY_NAME = {(d["kind"], d["metadata"]["name"]): d for d in K8S}
+def _load(relative: str) -> tuple[list[dict], dict]:
+    docs = list(yaml.safe_load_all((ROOT / "deploy" / "k8s" / relative).read_text()))
+    return docs, {(d["kind"], d["metadata"]["name"]): d for d in docs}
+
+
+K8S, BY_NAME = _load("vision-serve.yaml")  # PostgreSQL job store: one Deployment serves every route
+SQLITE, SQLITE_BY_NAME = _load("sqlite/vision-serve.yaml")  # SQLite variant: a single jobs pod
 RUNNERS = {"SpeciesRunner", "AestheticRunner", "ClipL14Runner", "OpenClipB32Runner", "OpenClipB32Laion2bRunner"}
 JOB_ROUTES = {"/api", "/submit_zero_shot", "/submit_zero_shot_batch", "/zero_shot_job"}
 
 
-@pytest.mark.parametrize("doc", K8S, ids=[f'{d["kind"]}/{d["metadata"]["name"]}' for d in K8S])
+@pytest.mark.parametrize("doc", K8S + SQLITE, ids=[f'{"sqlite/" if i >= len(K8S) else ""}{d["kind"]}/'
+                                                    f'{d["metadata"]["name"]}' for i, d in enumerate(K8S + SQLITE)])
 def test_manifest_validates_against_kubernetes_schema(doc: dict) -> None:
     kubernetes_validate.validate(doc, "1.30", strict=True)
 
 
-def _container(name: str) -> dict:
-    (container,) = BY_NAME[("Deployment", name)]["spec"]["template"]["spec"]["containers"]
+def _container(by_name: dict, name: str) -> dict:
+    (container,) = by_name[("Deployment", name)]["spec"]["template"]["spec"]["containers"]
     return container
 
 
-@pytest.mark.parametrize("name", ["vision-serve-jobs", "vision-serve-inference"])
-def test_pods_request_a_gpu_and_probe_bentoml_health_routes(name: str) -> None:
-    container = _container(name)
+@pytest.mark.parametrize(("by_name", "name"), [(BY_NAME, "vision-serve"), (SQLITE_BY_NAME, "vision-serve-jobs"),
+                                               (SQLITE_BY_NAME, "vision-serve-inference")])
+def test_pods_request_a_gpu_and_probe_bentoml_health_routes(by_name: dict, name: str) -> None:
+    container = _container(by_name, name)
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
     assert container["ports"][0]["containerPort"] == 3000
 
 
-def test_job_store_is_on_a_persistent_volume_of_a_single_pod() -> None:
-    jobs = BY_NAME[("Deployment", "vision-serve-jobs")]["spec"]
+def test_one_autoscaled_deployment_serves_every_route_with_the_store_url_from_a_secret() -> None:
+    (deployment,) = [d for d in K8S if d["kind"] == "Deployment"]
+    hpa = BY_NAME[("HorizontalPodAutoscaler", "vision-serve")]["spec"]
+    assert hpa["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    assert hpa["minReplicas"] >= 2 and hpa["maxReplicas"] > hpa["minReplicas"]
+    sources = _container(BY_NAME, "vision-serve")["envFrom"]
+    (secret,) = [s["secretRef"]["name"] for s in sources if "secretRef" in s]
+    url = BY_NAME[("Secret", secret)]["stringData"]["JOB_STORE_URL"]
+    assert url.startswith("postgresql://")
+    assert not any(d["kind"] == "PersistentVolumeClaim" for d in K8S)
+    (ingress,) = [d for d in K8S if d["kind"] == "Ingress"]
+    backends = {p["backend"]["service"]["name"] for p in ingress["spec"]["rules"][0]["http"]["paths"]}
+    assert backends == {BY_NAME[("Service", "vision-serve")]["metadata"]["name"]}  # no route splitting
+
+
+def test_sqlite_variant_keeps_the_job_store_on_a_persistent_volume_of_a_single_pod() -> None:
+    jobs = SQLITE_BY_NAME[("Deployment", "vision-serve-jobs")]["spec"]
     assert jobs["replicas"] == 1 and jobs["strategy"]["type"] == "Recreate"
-    store = Path(BY_NAME[("ConfigMap", "vision-serve-config")]["data"]["JOB_STORE_PATH"])
-    (mount,) = _container("vision-serve-jobs")["volumeMounts"]
+    url = SQLITE_BY_NAME[("ConfigMap", "vision-serve-config")]["data"]["JOB_STORE_URL"]
+    assert url.startswith("sqlite:////")
+    store = Path(url.removeprefix("sqlite:///"))
+    (mount,) = _container(SQLITE_BY_NAME, "vision-serve-jobs")["volumeMounts"]
     volumes = {v["name"]: v for v in jobs["template"]["spec"]["volumes"]}
     assert store.parent == Path(mount["mountPath"])
-    assert volumes[mount["name"]]["persistentVolumeClaim"]["claimName"] in {n for k, n in BY_NAME if k == "PersistentVolumeClaim"}
-
-
-def test_autoscaler_scales_the_inference_pods_only() -> None:
-    hpa = BY_NAME[("HorizontalPodAutoscaler", "vision-serve-inference")]["spec"]
+    claims = {n for k, n in SQLITE_BY_NAME if k == "PersistentVolumeClaim"}
+    assert volumes[mount["name"]]["persistentVolumeClaim"]["claimName"] in claims
+    hpa = SQLITE_BY_NAME[("HorizontalPodAutoscaler", "vision-serve-inference")]["spec"]
     assert hpa["scaleTargetRef"]["name"] == "vision-serve-inference"
-    assert hpa["minReplicas"] >= 1 and hpa["maxReplicas"] > hpa["minReplicas"]
-
-
-def test_every_job_route_reaches_the_job_store_pod() -> None:
-    paths = BY_NAME[("Ingress", "vision-serve")]["spec"]["rules"][0]["http"]["paths"]
-    to_jobs = {p["path"] for p in paths if p["backend"]["service"]["name"] == "vision-serve-jobs"}
-    assert to_jobs == JOB_ROUTES
+    paths = SQLITE_BY_NAME[("Ingress", "vision-serve")]["spec"]["rules"][0]["http"]["paths"]
+    assert {p["path"] for p in paths if p["backend"]["service"]["name"] == "vision-serve-jobs"} == JOB_ROUTES
 
 
 def test_bentocloud_config_parses_and_scales_gpu_runners_apart_from_the_gateway() -> None:
@@ -67,7 +84,8 @@ def test_bentocloud_config_parses_and_scales_gpu_runners_apart_from_the_gateway(
     assert set(config.services) == RUNNERS | {"VisionGateway"}
     assert all(isinstance(s, DeploymentServiceConfig) for s in config.services.values())
     assert config.services["VisionGateway"].instance_type.startswith("cpu")
-    assert config.services["VisionGateway"].scaling.max_replicas == 1  # one SQLite job store
+    assert config.services["VisionGateway"].scaling.max_replicas > 1  # the job store is PostgreSQL
+    assert config.secrets == ["vision-serve-job-store"]
     for runner in RUNNERS:
         assert config.services[runner].instance_type.startswith("gpu")
 

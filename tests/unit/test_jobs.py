@@ -479,7 +479,7 @@ def test_postgres_notifications_wake_an_idle_replica_and_waiters_elsewhere(postg
 @pytest.fixture
 def own_postgres(postgres):
     """A PostgreSQL server of this test's own, to stop and start (the session's server stays up)."""
-    from tests.postgres import PostgresServer
+    from scripts.local_postgres import PostgresServer
 
     server = PostgresServer()
     yield server

@@ -1,4 +1,4 @@
-"""A throwaway PostgreSQL server for the tests: Debian's binaries, a temp cluster, a free loopback port.
+"""A throwaway PostgreSQL server for the tests and the benchmark: Debian's binaries, a temp cluster, a free loopback port.
 
 PostgreSQL refuses to run as root, so as root the cluster belongs to the ``postgres`` user and every command
 runs through ``runuser``. Without the binaries the tests that need it skip, naming the package to install
@@ -33,7 +33,9 @@ def _free_port() -> int:
 class PostgresServer:
     """One cluster with a ``jobs`` database; ``stop()``/``start()`` restart it on the same port and data."""
 
-    def __init__(self) -> None:
+    def __init__(self, durable: bool = False) -> None:
+        """``durable``: PostgreSQL's default fsync (the benchmark); off by default, for fast tests."""
+        self.durable = durable
         self.bin = _bin_dir()
         if self.bin is None:
             raise FileNotFoundError("PostgreSQL is not installed: apt-get install postgresql (bash .ci/run does)")
@@ -56,7 +58,9 @@ class PostgresServer:
         subprocess.run(cmd, check=True, capture_output=True, cwd=self.dir)
 
     def start(self) -> None:
-        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{self.dir}' -c fsync=off"
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{self.dir}'"
+        if not self.durable:
+            options += " -c fsync=off"
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.dir / "server.log"), "-w", "start")
 
     def stop(self, mode: str = "fast") -> None:
