@@ -20,6 +20,7 @@ import base64
 import io
 import json
 import logging
+import os
 import platform
 import re
 import shlex
@@ -371,7 +372,7 @@ def jobs_only(args: argparse.Namespace, argv: list[str] | None, logs: Path) -> i
     levels = _ints(args.concurrency) if args.concurrency != "1,8,32,128" else [1, 32]
     report = {"label": args.label, "command": " ".join(shlex.quote(a) for a in [
                   "python", "scripts/benchmark.py", *(argv or sys.argv[1:])]),
-              "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.processor() or ''}",
+              "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads",
               **bench_jobs.run(levels, args.jobs, args.rounds, args.requests, logs)}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(report, indent=2))

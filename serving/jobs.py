@@ -71,7 +71,7 @@ class JobWorker:
     def _on_event(self, event: str, job_id: str) -> None:
         if event == QUEUED:
             self.notify()
-        elif event == FINISHED:
+        elif event == FINISHED and job_id not in self.active:  # our own: _run hands waiters the finished job
             self._resolve(job_id)
         elif event == RECONNECTED:  # notifications may have been missed: everyone looks again
             self.notify()
