@@ -6,11 +6,13 @@ its request handling in its own module under ``capabilities/``.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import bentoml
+from starlette.applications import Starlette
 
-from capabilities import health
+from capabilities import health, ui
 from capabilities.aesthetic import Aesthetic
 from capabilities.common import gather_or_cancel  # noqa: F401  (part of this module's interface)
 from capabilities.species import Species
@@ -27,12 +29,15 @@ from serving.schemas import ClassifyResponse, JobAccepted, JobStatus, ScoreRespo
 from serving.settings import ZERO_SHOT_B32_LAION2B_NAME, ZERO_SHOT_B32_NAME, ZERO_SHOT_L14_NAME, settings
 from serving.zero_shot import ZeroShotConfig
 
+for _package in ("capabilities", "runners", "serving"):  # their INFO lines (ready, /ui, job recovery) in the log
+    logging.getLogger(_package).setLevel(logging.INFO)
+
 
 @bentoml.service(name="VisionGateway", workers=settings.gateway_workers, traffic={"timeout": 120})
 @bentoml.asgi_app(rest, path="/api")
-@bentoml.asgi_app(health.app, path="/")
+@bentoml.asgi_app(Starlette(routes=[*health.routes, *ui.routes]), path="/")
 class Gateway:
-    """Public API: POST /classify and /score (raw image bodies), zero-shot classification as jobs."""
+    """Public API: POST /classify and /score (raw image bodies), zero-shot classification as jobs, GET /ui."""
 
     species = bentoml.depends(SpeciesRunner)
     aesthetic = bentoml.depends(AestheticRunner)
@@ -68,6 +73,7 @@ class Gateway:
     @bentoml.on_startup
     async def start_job_worker(self) -> None:
         self.zero_shot_jobs.start()
+        ui.announce()
 
     @bentoml.on_shutdown
     async def stop_job_worker(self) -> None:
@@ -127,4 +133,4 @@ class Gateway:
 
 Gateway.add_asgi_middleware(RawImageBodyMiddleware, routes=("/classify", "/score", "/scores"))
 Gateway.add_asgi_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes, api_key=settings.api_key or None,
-                            max_in_flight=settings.gateway_max_concurrency, open_paths=(health.PATH,))
+                            max_in_flight=settings.gateway_max_concurrency, open_paths=(health.PATH, *ui.PATHS))

@@ -17,4 +17,5 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-app = Starlette(routes=[Route(PATH, health, methods=["GET"])])
+routes = [Route(PATH, health, methods=["GET"])]
+app = Starlette(routes=routes)

@@ -139,7 +139,7 @@ async def _answered(app: ASGIApp, scope: Scope, receive: Callable, send: Callabl
         if started:
             raise
         if scope["path"] == "/readyz":
-            logger.info("/readyz: a dependency is not reachable yet")
+            logger.debug("/readyz: a dependency is not reachable yet")
             status, error, detail = 503, "unavailable", "Not ready: a runner is not reachable yet."
         else:
             logger.exception("unhandled error on %s %s", scope.get("method"), scope["path"])

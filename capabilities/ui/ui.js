@@ -1,0 +1,206 @@
+// vision-serve's try-it page: photos in, species / aesthetic score / zero-shot answers out. No build step.
+"use strict";
+const TASK = "/api/tasks/zero-shot-image-classification";
+const KEY = "vision-serve-api-key";
+const PARALLEL_PHOTOS = 3; // photos in flight at once; the rest wait their turn
+const $ = (selector, root = document) => root.querySelector(selector);
+
+// --- talking to the service -------------------------------------------------------------------------------------
+let keyPrompt = null;
+
+function askKey(message) {
+  if (!keyPrompt) {
+    keyPrompt = new Promise((resolve) => {
+      const form = $("#key-form");
+      $("#key-error").textContent = message || "";
+      form.hidden = false;
+      $("#key").focus();
+      form.onsubmit = (event) => {
+        event.preventDefault();
+        sessionStorage.setItem(KEY, $("#key").value.trim());
+        form.hidden = true;
+        keyPrompt = null;
+        resolve();
+      };
+    });
+  }
+  return keyPrompt;
+}
+
+async function api(path, init = {}) {
+  for (;;) {
+    const headers = new Headers(init.headers || {});
+    const key = sessionStorage.getItem(KEY);
+    if (key) headers.set("Authorization", `Bearer ${key}`);
+    const response = await fetch(path, { ...init, headers });
+    if (response.status !== 401) return response;
+    await askKey(key ? "That key was refused; try again." : "");
+  }
+}
+
+async function json(response) {
+  let body = null;
+  try { body = await response.json(); } catch (err) { body = null; }
+  if (!response.ok) {
+    const detail = body && (body.detail || body.error);
+    throw new Error(`${detail || response.statusText || "request failed"} (${response.status}${body && body.error ? " " + body.error : ""})`);
+  }
+  return body;
+}
+
+// --- drawing ----------------------------------------------------------------------------------------------------
+function tag(section, model) {
+  const span = $(".tag", section);
+  span.textContent = model.tag;
+  if (model.variant === "dev") {
+    const badge = document.createElement("span");
+    badge.className = "badge";
+    badge.textContent = "dev model: answers are meaningless";
+    span.append(" ", badge);
+  }
+}
+
+function bars(list, rows) {
+  list.replaceChildren(...rows.map(([name, p]) => {
+    const li = document.createElement("li");
+    li.dataset.name = name;
+    li.dataset.p = String(p);
+    const label = document.createElement("span");
+    label.textContent = name;
+    const bar = document.createElement("span");
+    bar.className = "bar";
+    bar.setAttribute("role", "img");
+    bar.setAttribute("aria-label", `${(100 * p).toFixed(1)} percent`);
+    const fill = document.createElement("span");
+    fill.style.width = `${(100 * p).toFixed(1)}%`;
+    bar.append(fill);
+    const value = document.createElement("span");
+    value.textContent = `${(100 * p).toFixed(1)}%`;
+    li.append(label, bar, value);
+    return li;
+  }));
+}
+
+function state(section, text, status) {
+  const p = $(".state", section);
+  p.textContent = text;
+  p.dataset.status = status;
+  p.classList.toggle("error", status === "error");
+}
+
+// --- the three answers for one photo ----------------------------------------------------------------------------
+async function species(section, file) {
+  const k = $("#top-k").value;
+  const body = await json(await api(`/classify?top_k=${k}`, { method: "POST", body: file }));
+  tag(section, body.model);
+  bars($(".bars", section), body.predictions.map((p) => [p.species, p.score]));
+  state(section, `top ${k}`, "done");
+}
+
+async function aesthetic(section, file) {
+  const body = await json(await api("/score", { method: "POST", body: file }));
+  tag(section, body.model);
+  const scale = $(".scale", section);
+  scale.hidden = false;
+  $(".marker", scale).style.left = `${body.score * 10}%`;
+  const value = $(".value", section);
+  value.textContent = `${body.score.toFixed(2)} / 10`;
+  value.title = `raw ${body.raw}`;
+  scale.title = value.title;
+  state(section, "0 (worst) to 10 (best)", "done");
+}
+
+function dataUri(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(new Error("The file could not be read."));
+    reader.readAsDataURL(file);
+  });
+}
+
+function splitList(text, commas) {
+  const lines = text.split("\n").map((s) => s.trim()).filter(Boolean);
+  return commas && lines.length === 1 ? lines[0].split(",").map((s) => s.trim()).filter(Boolean) : lines;
+}
+
+async function zeroShot(section, file) {
+  const classes = splitList($("#classes").value, true);
+  const model = $("#model").value;
+  if (!classes.length || !model) { state(section, "skipped: no classes or no model", "skipped"); return; }
+  const templates = splitList($("#templates").value, false);
+  const config = templates.length ? { templates } : {};
+  const image = await dataUri(file);
+  const job = await json(await api(`${TASK}/${model}/jobs`, {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ image, classes, config }) }));
+  const seen = [job.status];
+  state(section, `job ${seen.join(" → ")}`, job.status);
+  let status = job;
+  while (!["complete", "failed", "cancelled"].includes(status.status)) {
+    status = await json(await api(`${TASK}/jobs/${job.id}?wait=2`));
+    if (status.status !== seen[seen.length - 1]) seen.push(status.status);
+    state(section, `job ${seen.join(" → ")}`, status.status);
+  }
+  $(".tag", section).textContent = model;
+  if (status.status !== "complete") throw new Error(status.error || `The job was ${status.status}.`);
+  const rows = classes.map((c, i) => [c, status.result.probabilities[i]]).sort((a, b) => b[1] - a[1]);
+  bars($(".bars", section), rows);
+}
+
+async function photo(file) {
+  const card = $("#card-template").content.firstElementChild.cloneNode(true);
+  const img = $("img", card);
+  img.src = URL.createObjectURL(file);
+  img.alt = `Photo ${file.name || "pasted"}`;
+  $(".name", card).textContent = `${file.name || "pasted image"} (${Math.round(file.size / 1024)} KB)`;
+  $("#cards").prepend(card);
+  return async () => {
+    await Promise.all([[".species", species], [".aesthetic", aesthetic], [".zero-shot", zeroShot]].map(
+      async ([selector, run]) => {
+        const section = $(selector, card);
+        state(section, "working…", "working");
+        try { await run(section, file); } catch (err) { state(section, err.message, "error"); }
+      }));
+    card.dataset.done = "true";
+  };
+}
+
+async function addFiles(files) {
+  const jobs = [];
+  for (const file of files) jobs.push(await photo(file));
+  let next = 0;
+  const lane = async () => { while (next < jobs.length) await jobs[next++](); };
+  await Promise.all(Array.from({ length: Math.min(PARALLEL_PHOTOS, jobs.length) }, lane));
+}
+
+// --- set-up -----------------------------------------------------------------------------------------------------
+async function loadModels() {
+  const select = $("#model");
+  try {
+    const names = await json(await api(`${TASK}/models`));
+    select.replaceChildren(...names.map((name) => new Option(name, name)));
+  } catch (err) {
+    select.replaceChildren(new Option("(no models)", ""));
+    $("#page-error").textContent = `Zero-shot models could not be listed: ${err.message}`;
+  }
+}
+
+function setUp() {
+  const topK = $("#top-k");
+  for (let k = 1; k <= 10; k++) topK.append(new Option(String(k), String(k), k === 5, k === 5));
+  const input = $("#files");
+  input.addEventListener("change", () => { addFiles([...input.files]); input.value = ""; });
+  const drop = $("#drop");
+  drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); input.click(); } });
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); addFiles([...e.dataTransfer.files]); });
+  document.addEventListener("paste", (e) => {
+    const files = [...e.clipboardData.items].filter((i) => i.kind === "file").map((i) => i.getAsFile());
+    if (files.length) addFiles(files);
+  });
+  loadModels();
+}
+
+setUp();
