@@ -114,14 +114,19 @@ def pytest_sessionfinish(session, exitstatus) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-@pytest.fixture(scope="session")
-def postgres():
-    """A real PostgreSQL server for the session (scripts/local_postgres.py); skipped only when none is installed."""
+def postgres_server():
+    """A new throwaway PostgreSQL server (scripts/local_postgres.py), or a skip naming the package to install."""
     from scripts.local_postgres import PostgresServer
 
     try:
-        server = PostgresServer()
+        return PostgresServer()
     except FileNotFoundError as exc:
         pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server for the session; skipped only when none is installed."""
+    server = postgres_server()
     yield server
     server.close()

@@ -13,7 +13,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.conftest import encode, photo
+from tests.conftest import encode, photo, postgres_server
 from tests.integration.conftest import Server, kill_server, own_home, process_tree, start_server, stop_server
 
 pytestmark = pytest.mark.integration
@@ -28,12 +28,8 @@ URIS = [f"data:image/jpeg;base64,{base64.b64encode(encode(photo(n))).decode()}"
 
 @pytest.fixture(scope="module")
 def pg():
-    from scripts.local_postgres import PostgresServer
-
-    try:
-        server = PostgresServer()
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
+    """A server of this module's own: one test stops and starts it."""
+    server = postgres_server()
     yield server
     server.close()
 

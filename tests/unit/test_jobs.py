@@ -15,7 +15,6 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -24,6 +23,7 @@ from serving.job_store_postgres import PostgresJobStore
 from serving.job_store_sqlite import SQLiteJobStore
 from serving.jobs import (CANCELLED, COMPLETE, FAILED, RUNNING, STARTING, JobStore, JobStoreUnavailable, JobWorker,
                           open_job_store, wait_until_final)
+from tests.conftest import postgres_server
 
 PIXELS = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
 _databases = itertools.count()
@@ -257,12 +257,12 @@ def test_wait_until_final_sees_jobs_finished_by_another_process(make_store) -> N
 
 
 @contextlib.asynccontextmanager
-async def started_worker(store: JobStore, execute, concurrency: int):
+async def started_worker(store: JobStore, execute, concurrency: int, poll_s: float = 0.05):
     """A JobWorker whose runners are ready at once, yielded once it has started (dead workers' jobs released)."""
     async def ready() -> None:
         return None
 
-    worker = JobWorker(store, execute, concurrency=concurrency, max_attempts=2, ready=ready, poll_s=0.05)
+    worker = JobWorker(store, execute, concurrency=concurrency, max_attempts=2, ready=ready, poll_s=poll_s)
     worker.start()
     await asyncio.sleep(0.1)
     try:
@@ -447,14 +447,9 @@ def test_postgres_notifications_wake_an_idle_replica_and_waiters_elsewhere(postg
         async def execute(job, pixels):
             return {"probabilities": [1.0]}
 
-        async def ready() -> None:
-            return None
-
         # poll_s=60: within this test only a notification can make the idle worker look for work
-        worker = JobWorker(here, execute, concurrency=2, max_attempts=2, ready=ready, poll_s=60)
-        worker.start()
-        try:
-            await asyncio.sleep(0.5)  # started, listening
+        async with started_worker(here, execute, concurrency=2, poll_s=60) as worker:
+            await asyncio.sleep(0.4)  # listening
             queued = there.submit("m", False, PIXELS[:1], ["cat"], ["a {}."])  # another replica's submission
             done = await wait_until_final(there, queued.id, 20)
             # a job another replica runs: this replica's waiter is woken by its finish, without re-reading
@@ -464,8 +459,6 @@ def test_postgres_notifications_wake_an_idle_replica_and_waiters_elsewhere(postg
             await asyncio.sleep(0.3)
             there.finish(other.id, COMPLETE, result={"probabilities": [0.5]}, owner="elsewhere:1:x")
             return done.status, (await waiter).status, reads[0]
-        finally:
-            await worker.stop()
 
     try:
         queued_status, waited_status, reads = asyncio.run(run())
@@ -477,11 +470,9 @@ def test_postgres_notifications_wake_an_idle_replica_and_waiters_elsewhere(postg
 
 
 @pytest.fixture
-def own_postgres(postgres):
+def own_postgres():
     """A PostgreSQL server of this test's own, to stop and start (the session's server stays up)."""
-    from scripts.local_postgres import PostgresServer
-
-    server = PostgresServer()
+    server = postgres_server()
     yield server
     server.close()
 
