@@ -29,8 +29,10 @@ def _chromium() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """Module-scoped: Playwright's sync API runs an event loop in this thread until it closes, which would break
+    the asyncio.run() of the tests that run after this tier."""
     path = _chromium()
     if path is None:
         pytest.skip("No Chromium found: apt-get install chromium (bash .ci/run does), or set CHROMIUM=/path")
@@ -56,7 +58,7 @@ def page(browser, request):
     context.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ui_server(species_dev_model, aesthetic_models, zero_shot_models, tmp_path_factory) -> Server:
     tmp = tmp_path_factory.mktemp("ui-serve")
     srv = start_server(tmp / "bentoml.log", env={"GATEWAY_WORKERS": "1", "BENTOML_HOME": own_home(tmp / "home")})
@@ -64,7 +66,7 @@ def ui_server(species_dev_model, aesthetic_models, zero_shot_models, tmp_path_fa
     stop_server(srv)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def keyed_server(species_dev_model, aesthetic_models, zero_shot_models, tmp_path_factory) -> Server:
     tmp = tmp_path_factory.mktemp("ui-keyed")
     srv = start_server(tmp / "bentoml.log", env={"GATEWAY_WORKERS": "1", "API_KEY": API_KEY,
