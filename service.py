@@ -7,6 +7,7 @@ its request handling in its own module under ``capabilities/``.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import bentoml
@@ -86,6 +87,20 @@ class Gateway:
         Query: ``top_k`` (1..10, default 3). The bytes decide the format; the Content-Type may be absent.
         """
         return await self.species_api.classify(image, ctx)
+
+    @bentoml.api(route="/classify/batch")
+    async def classify_batch(self, images: list[Path], top_k: int | None = None,
+                             ctx: bentoml.Context = None) -> dict[str, Any]:
+        """Top-k species for up to MAX_BATCH_IMAGES images (multipart/form-data, field ``images``), in order, in one
+        runner call: ``{"results": [<the /classify answer, or {"error", "detail"} for a bad image>, ...]}``.
+        (Typed as a dict: BentoML's client turned the error slots of a declared union into ``{}``.)"""
+        return await self.species_api.classify_batch(images, top_k, ctx)
+
+    @bentoml.api(route="/score/batch")
+    async def score_batch(self, images: list[Path], ctx: bentoml.Context = None) -> dict[str, Any]:
+        """Aesthetic scores for up to MAX_BATCH_IMAGES images (multipart/form-data, field ``images``), in order:
+        ``{"results": [<the /score answer, or {"error", "detail"}>, ...]}``."""
+        return await self.aesthetic_api.score_batch(images, ctx)
 
     @bentoml.api(route="/score")
     async def score(self, image: bytes, /, ctx: bentoml.Context) -> ScoreResponse:

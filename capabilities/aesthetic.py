@@ -1,6 +1,6 @@
 """Aesthetic score: ``POST /score``, the LAION aesthetic rating (0-10) of a raw image body.
 
-``POST /scores`` answers the same plus ``aesthetic_score``, for clients of the API this service replaces
+``POST /score/batch`` scores several images at once. ``POST /scores`` answers the same plus ``aesthetic_score``, for clients of the API this service replaces
 (danactive/history's admin routes).
 """
 
@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import bentoml
+import numpy as np
 from starlette.responses import Response
 
-from capabilities.common import fail, image_batch, model_headers, request_body, run_model
+from capabilities.common import (fail, image_batch, image_batches, in_slots, model_headers, request_body,
+                                 run_model, uploaded)
 from runners.aesthetic import SAVE_HINT
 from serving import model_store
 from serving.admission import RunnerGate
 from serving.errors import ServiceError
 from serving.imaging import PreprocessConfig
-from serving.schemas import ScoreModelInfo, ScoreResponse, ScoresResponse
+from serving.schemas import ScoreBatchResponse, ScoreModelInfo, ScoreResponse, ScoresResponse
 from serving.settings import settings
 
 logger = logging.getLogger(__name__)
@@ -43,18 +46,36 @@ class Aesthetic:
                                    head=head_info["tag"], head_variant=head_info["variant"])
         self._runner, self._gates = runner, gates
 
+    async def _raw(self, pixels: np.ndarray) -> list[float]:
+        """One runner call for the whole batch; the head's outputs, checked to be finite."""
+        raws = [float(r) for r in await run_model(
+            self._gates["aesthetic"].call(self._runner().to_async.score, pixels), "aesthetic")]
+        if not all(math.isfinite(r) for r in raws):
+            logger.error("aesthetic head returned %r", raws)
+            raise ServiceError(503, "inference_failed", "The aesthetic model failed; retry shortly.")
+        return raws
+
+    def _answer(self, raw: float) -> ScoreResponse:
+        return ScoreResponse(score=min(max(raw, SCORE_RANGE[0]), SCORE_RANGE[1]), raw=raw, model=self.info)
+
     async def score(self, image: bytes, ctx: bentoml.Context) -> ScoreResponse | Response:
         try:
-            pixels = await image_batch(request_body(image, ctx), self.cfg)
-            (raw,) = await run_model(self._gates["aesthetic"].call(self._runner().to_async.score, pixels), "aesthetic")
+            (raw,) = await self._raw(await image_batch(request_body(image, ctx), self.cfg))
         except ServiceError as err:
             return fail(ctx, err)
-        raw = float(raw)
-        if not math.isfinite(raw):
-            logger.error("aesthetic head returned %r", raw)
-            return fail(ctx, ServiceError(503, "inference_failed", "The aesthetic model failed; retry shortly."))
         model_headers(ctx, self.info)
-        return ScoreResponse(score=min(max(raw, SCORE_RANGE[0]), SCORE_RANGE[1]), raw=raw, model=self.info)
+        return self._answer(raw)
+
+    async def score_batch(self, images: list[Path], ctx: bentoml.Context) -> dict[str, Any] | Response:
+        """Several images (multipart field ``images``) in one runner call; a bad image gets its error in its slot."""
+        try:
+            pixels, errors = await image_batches(await uploaded(images), self.cfg)
+            raws = await self._raw(pixels) if pixels is not None else []
+            results = in_slots([self._answer(raw) for raw in raws], errors)
+        except ServiceError as err:
+            return fail(ctx, err)
+        model_headers(ctx, self.info)
+        return ScoreBatchResponse(results=results).model_dump(mode="json")
 
     async def scores(self, image: bytes, ctx: bentoml.Context) -> ScoresResponse | Response:
         answer = await self.score(image, ctx)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any, Awaitable
 
 import anyio
@@ -13,7 +14,7 @@ from starlette.responses import Response
 
 from serving.errors import ServiceError, is_overload, overloaded
 from serving.imaging import PreprocessConfig, decode_image, draft_size, preprocess
-from serving.schemas import ModelInfo
+from serving.schemas import ErrorBody, ModelInfo
 from serving.settings import settings
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,36 @@ async def image_batch(data: bytes, cfg: PreprocessConfig) -> np.ndarray:
     pixels = await anyio.to_thread.run_sync(
         lambda: preprocess(decode_image(data, settings.max_image_pixels, draft_size(cfg)), cfg))
     return pixels[None]
+
+
+async def uploaded(images: list[Path]) -> list[bytes]:
+    """The files of a multipart batch request, checked in number against ``MAX_BATCH_IMAGES``."""
+    if not 1 <= len(images) <= settings.max_batch_images:
+        raise ServiceError(400, "invalid_images", f"Send 1 to {settings.max_batch_images} images in the form field "
+                           f"'images'; got {len(images)}. The limit is the MAX_BATCH_IMAGES setting.")
+    return await anyio.to_thread.run_sync(lambda: [Path(p).read_bytes() for p in images])
+
+
+async def image_batches(images: list[bytes], cfg: PreprocessConfig) -> tuple[np.ndarray | None, list[ServiceError | None]]:
+    """Decode and preprocess each image off the event loop, concurrently: (the good ones stacked in order, or
+    None; per image its error, or None when it is in the stack)."""
+    async def one(data: bytes) -> np.ndarray | ServiceError:
+        try:
+            return (await image_batch(data, cfg))[0]
+        except ServiceError as err:
+            return err
+
+    decoded = await asyncio.gather(*(one(data) for data in images))
+    good = [d for d in decoded if isinstance(d, np.ndarray)]
+    return (np.stack(good) if good else None), [d if isinstance(d, ServiceError) else None for d in decoded]
+
+
+def in_slots(answers: list[Any], errors: list[ServiceError | None]) -> list[Any]:
+    """The runner's answers for the good images and the errors of the others, back in request order."""
+    if len(answers) != errors.count(None):
+        raise ServiceError(503, "inference_failed", "The model answered for the wrong number of images; retry.")
+    it = iter(answers)
+    return [ErrorBody(error=e.error, detail=e.detail) if e else next(it) for e in errors]
 
 
 async def run_model(call: Awaitable[Any], model: str) -> Any:

@@ -1,19 +1,23 @@
-"""Species classification: ``POST /classify``, top-k iNaturalist 2021 species for a raw image body."""
+"""Species classification: ``POST /classify``, top-k iNaturalist 2021 species for a raw image body, and
+``POST /classify/batch`` for several images at once."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import bentoml
+import numpy as np
 from starlette.responses import Response
 
-from capabilities.common import fail, image_batch, model_headers, request_body, run_model
+from capabilities.common import (fail, image_batch, image_batches, in_slots, model_headers, request_body,
+                                 run_model, uploaded)
 from runners.species import SAVE_HINT
 from serving import model_store
 from serving.admission import RunnerGate
 from serving.errors import ServiceError
 from serving.imaging import PreprocessConfig
-from serving.schemas import ClassifyResponse, ModelInfo, Prediction
+from serving.schemas import ClassifyBatchResponse, ClassifyResponse, ModelInfo, Prediction
 from serving.settings import settings
 
 MAX_TOP_K = 10
@@ -41,16 +45,33 @@ class Species:
         self.info = ModelInfo(**model_store.describe(entry))
         self._runner, self._gates = runner, gates
 
+    async def _predict(self, pixels: np.ndarray) -> list[Any]:
+        """One runner call for the whole batch."""
+        return await run_model(self._gates["species"].call(self._runner().to_async.predict, pixels), "species")
+
+    def _answer(self, top: Any, top_k: int) -> ClassifyResponse:
+        return ClassifyResponse(predictions=[Prediction(species=s, label=s, score=p)
+                                             for s, p in zip(top.labels[:top_k], top.scores[:top_k])],
+                                model=self.info)
+
     async def classify(self, image: bytes, ctx: bentoml.Context) -> ClassifyResponse | Response:
         try:
             top_k = parse_top_k(ctx.request.query_params.get("top_k"))
-            pixels = await image_batch(request_body(image, ctx), self.cfg)
-            (top,) = await run_model(self._gates["species"].call(self._runner().to_async.predict, pixels), "species")
+            (top,) = await self._predict(await image_batch(request_body(image, ctx), self.cfg))
         except ServiceError as err:
             return fail(ctx, err)
         model_headers(ctx, self.info)
-        return ClassifyResponse(
-            predictions=[Prediction(species=s, label=s, score=p)
-                         for s, p in zip(top.labels[:top_k], top.scores[:top_k])],
-            model=self.info,
-        )
+        return self._answer(top, top_k)
+
+    async def classify_batch(self, images: list[Path], top_k: int | None,
+                             ctx: bentoml.Context) -> dict[str, Any] | Response:
+        """Several images (multipart field ``images``) in one runner call; a bad image gets its error in its slot."""
+        try:
+            k = parse_top_k(str(top_k) if top_k is not None else ctx.request.query_params.get("top_k"))
+            pixels, errors = await image_batches(await uploaded(images), self.cfg)
+            tops = await self._predict(pixels) if pixels is not None else []
+            results = in_slots([self._answer(top, k) for top in tops], errors)
+        except ServiceError as err:
+            return fail(ctx, err)
+        model_headers(ctx, self.info)
+        return ClassifyBatchResponse(results=results).model_dump(mode="json")

@@ -35,6 +35,19 @@ class ScoreResponse(BaseModel):
     model: ScoreModelInfo
 
 
+class ErrorBody(BaseModel):
+    error: str = Field(description="Machine-readable code, e.g. unsupported_media_type")
+    detail: str = Field(description="What was wrong and how to fix it")
+
+
+class ClassifyBatchResponse(BaseModel):
+    results: list[ClassifyResponse | ErrorBody] = Field(description="One per image, in the order sent")
+
+
+class ScoreBatchResponse(BaseModel):
+    results: list[ScoreResponse | ErrorBody] = Field(description="One per image, in the order sent")
+
+
 class ScoresResponse(ScoreResponse):
     """``POST /scores`` (compatibility route): the ``/score`` answer plus ``aesthetic_score``."""
 

@@ -49,6 +49,7 @@ class Settings:
     zero_shot_max_class_chars: int  # ZERO_SHOT_MAX_CLASS_CHARS: characters per class name
     zero_shot_max_templates: int  # ZERO_SHOT_MAX_TEMPLATES: prompt templates per request
     zero_shot_max_batch_images: int  # ZERO_SHOT_MAX_BATCH_IMAGES: images per batched job
+    max_batch_images: int  # MAX_BATCH_IMAGES: images per /classify/batch or /score/batch request
     max_data_uri_bytes: int  # MAX_DATA_URI_BYTES: length of one image data URI
     job_store_url: str  # JOB_STORE_URL: sqlite:///path (one host) or postgresql://... (every replica); JOB_STORE_PATH
     job_store_pool_size: int  # JOB_STORE_POOL_SIZE: PostgreSQL connections per gateway worker (at most)
@@ -87,6 +88,7 @@ class Settings:
             zero_shot_max_class_chars=_int("ZERO_SHOT_MAX_CLASS_CHARS", 200),
             zero_shot_max_templates=_int("ZERO_SHOT_MAX_TEMPLATES", 32),
             zero_shot_max_batch_images=_int("ZERO_SHOT_MAX_BATCH_IMAGES", 32),
+            max_batch_images=_int("MAX_BATCH_IMAGES", 32),
             max_data_uri_bytes=_int("MAX_DATA_URI_BYTES", 16_000_000),
             max_body_bytes=_int("MAX_BODY_BYTES", 32_000_000),
             api_key=_str("API_KEY", ""),

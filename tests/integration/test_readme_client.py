@@ -102,3 +102,15 @@ def test_readme_typed_client_example(server, photo_dir: Path) -> None:
     assert 0 <= float(lines[1]) <= 10
     probs = json.loads(lines[2])
     assert len(probs) == 3 and abs(sum(probs) - 1) < 1e-6
+
+
+def test_readme_batch_client_example(server, tmp_path: Path) -> None:
+    album = tmp_path / "album"
+    album.mkdir()
+    for name in ("astronaut", "chelsea", "coffee"):
+        (album / f"{name}.jpg").write_bytes(encode(photo(name)))
+    (album / "damaged.jpg").write_bytes(encode(photo("rocket"))[:300])
+    lines = run_example(readme_python_block("client.classify_batch("), server, tmp_path).strip().splitlines()
+    assert [line.split()[0] for line in lines] == ["astronaut.jpg", "chelsea.jpg", "coffee.jpg", "damaged.jpg"]
+    assert "error:" in lines[3] and all("error:" not in line for line in lines[:3])
+    assert all(0 <= float(line.split()[-1]) <= 10 for line in lines[:3])
