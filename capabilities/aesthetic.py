@@ -1,7 +1,7 @@
 """Aesthetic score: ``POST /score``, the LAION aesthetic rating (0-10) of a raw image body.
 
-``POST /score/batch`` scores several images at once. ``POST /scores`` answers the same plus ``aesthetic_score``, for clients of the API this service replaces
-(danactive/history's admin routes).
+``POST /score/batch`` scores several images at once. ``POST /scores`` answers the same plus ``aesthetic_score``,
+for clients of the API this service replaces (danactive/history's admin routes).
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ import bentoml
 import numpy as np
 from starlette.responses import Response
 
-from capabilities.common import (fail, image_batch, image_batches, in_slots, model_headers, request_body,
-                                 run_model, uploaded)
+from capabilities.common import answer_batch, fail, image_batch, model_headers, request_body, run_model
 from runners.aesthetic import SAVE_HINT
 from serving import model_store
 from serving.admission import RunnerGate
@@ -69,9 +68,7 @@ class Aesthetic:
     async def score_batch(self, images: list[Path], ctx: bentoml.Context) -> dict[str, Any] | Response:
         """Several images (multipart field ``images``) in one runner call; a bad image gets its error in its slot."""
         try:
-            pixels, errors = await image_batches(await uploaded(images), self.cfg)
-            raws = await self._raw(pixels) if pixels is not None else []
-            results = in_slots([self._answer(raw) for raw in raws], errors)
+            results = await answer_batch(images, self.cfg, self._raw, self._answer)
         except ServiceError as err:
             return fail(ctx, err)
         model_headers(ctx, self.info)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any, Awaitable
+from typing import Any, Awaitable, Callable
 
 import anyio
 import bentoml
@@ -53,7 +53,8 @@ async def uploaded(images: list[Path]) -> list[bytes]:
     return await anyio.to_thread.run_sync(lambda: [Path(p).read_bytes() for p in images])
 
 
-async def image_batches(images: list[bytes], cfg: PreprocessConfig) -> tuple[np.ndarray | None, list[ServiceError | None]]:
+async def image_batches(images: list[bytes],
+                        cfg: PreprocessConfig) -> tuple[np.ndarray | None, list[ServiceError | None]]:
     """Decode and preprocess each image off the event loop, concurrently: (the good ones stacked in order, or
     None; per image its error, or None when it is in the stack)."""
     async def one(data: bytes) -> np.ndarray | ServiceError:
@@ -73,6 +74,15 @@ def in_slots(answers: list[Any], errors: list[ServiceError | None]) -> list[Any]
         raise ServiceError(503, "inference_failed", "The model answered for the wrong number of images; retry.")
     it = iter(answers)
     return [ErrorBody(error=e.error, detail=e.detail) if e else next(it) for e in errors]
+
+
+async def answer_batch(images: list[Path], cfg: PreprocessConfig, infer: Callable[[np.ndarray], Awaitable[list[Any]]],
+                       answer: Callable[[Any], Any]) -> list[Any]:
+    """A multipart batch request's results in request order: ``answer`` of each output of one ``infer`` call on
+    the good images, or the error of a bad one."""
+    pixels, errors = await image_batches(await uploaded(images), cfg)
+    outputs = await infer(pixels) if pixels is not None else []
+    return in_slots([answer(output) for output in outputs], errors)
 
 
 async def run_model(call: Awaitable[Any], model: str) -> Any:

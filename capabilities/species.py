@@ -10,8 +10,7 @@ import bentoml
 import numpy as np
 from starlette.responses import Response
 
-from capabilities.common import (fail, image_batch, image_batches, in_slots, model_headers, request_body,
-                                 run_model, uploaded)
+from capabilities.common import answer_batch, fail, image_batch, model_headers, request_body, run_model
 from runners.species import SAVE_HINT
 from serving import model_store
 from serving.admission import RunnerGate
@@ -68,9 +67,7 @@ class Species:
         """Several images (multipart field ``images``) in one runner call; a bad image gets its error in its slot."""
         try:
             k = parse_top_k(str(top_k) if top_k is not None else ctx.request.query_params.get("top_k"))
-            pixels, errors = await image_batches(await uploaded(images), self.cfg)
-            tops = await self._predict(pixels) if pixels is not None else []
-            results = in_slots([self._answer(top, k) for top in tops], errors)
+            results = await answer_batch(images, self.cfg, self._predict, lambda top: self._answer(top, k))
         except ServiceError as err:
             return fail(ctx, err)
         model_headers(ctx, self.info)
