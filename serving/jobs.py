@@ -179,13 +179,19 @@ class JobWorker:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
+    async def _finish(self, job: Job, status: str, **fields: Any) -> Job | None:
+        """Write the job's outcome as its holder (kept until the store answers) and count it."""
+        final = await self._write(lambda: self.store.finish(job.id, status, owner=self.owner, **fields))
+        if final:
+            job_metrics.finished(job.model, status)
+        return final
+
     async def _run(self, job: Job, pixels: np.ndarray) -> None:
         store, owner, final = self.store, self.owner, None
         try:
             if job.attempts > self.max_attempts:  # claimed too often, e.g. it crashed its workers each time
-                msg = f"Inference failed {self.max_attempts} times; the job was given up."
-                if final := await self._write(lambda: store.finish(job.id, FAILED, error=msg, owner=owner)):
-                    job_metrics.finished(job.model, FAILED)
+                final = await self._finish(job, FAILED, error=f"Inference failed {self.max_attempts} times; the job "
+                                                              "was given up.")
                 return
             job_metrics.started(job)
             begun = time.monotonic()
@@ -193,8 +199,7 @@ class JobWorker:
                 result = await self.execute(job, pixels)
             finally:
                 job_metrics.ran(job.model, time.monotonic() - begun)
-            if final := await self._write(lambda: store.finish(job.id, COMPLETE, result=result, owner=owner)):
-                job_metrics.finished(job.model, COMPLETE)
+            final = await self._finish(job, COMPLETE, result=result)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -205,9 +210,8 @@ class JobWorker:
                 return
             logger.exception("job %s attempt %d failed", job.id, job.attempts)
             if job.attempts >= self.max_attempts:
-                msg = f"Inference failed after {job.attempts} attempts ({type(exc).__name__})."
-                if final := await self._write(lambda: store.finish(job.id, FAILED, error=msg, owner=owner)):
-                    job_metrics.finished(job.model, FAILED)
+                final = await self._finish(
+                    job, FAILED, error=f"Inference failed after {job.attempts} attempts ({type(exc).__name__}).")
             else:
                 msg, delay = f"attempt {job.attempts} failed ({type(exc).__name__}); retrying", 2.0 ** job.attempts
                 job_metrics.retried(job.model, "error")
