@@ -5,7 +5,6 @@ BentoML's own ``/livez`` and ``/readyz`` stay the probes to use; ``/readyz`` als
 
 from __future__ import annotations
 
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -18,4 +17,3 @@ async def health(request: Request) -> JSONResponse:
 
 
 routes = [Route(PATH, health, methods=["GET"])]
-app = Starlette(routes=routes)

@@ -109,7 +109,8 @@ class PostgresJobStore(JobStore):
             row = conn.execute(  # one statement, one round trip: both rows, and the wake-up of idle workers
                 f"WITH job AS (INSERT INTO jobs (id, model, batched, status, classes, templates, attempts, owner,"
                 f" lease_until, created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s,"
-                f" CASE WHEN %s THEN {_NOW} + %s END, {_NOW}, {_NOW}) ON CONFLICT (id) DO NOTHING RETURNING created_at),"
+                f" CASE WHEN %s THEN {_NOW} + %s END, {_NOW}, {_NOW}) ON CONFLICT (id) DO NOTHING"
+                f" RETURNING created_at),"
                 f" pixels AS (INSERT INTO job_inputs (id, pixels) SELECT %s, %s FROM job)"
                 f" SELECT created_at, CASE WHEN %s THEN pg_notify('vision_jobs_queued', '') END FROM job",
                 (job_id, model, batched, status, json.dumps(classes), json.dumps(templates), attempts, owner,
