@@ -29,6 +29,11 @@ logger = logging.getLogger(__name__)
 SCORE_RANGE = (0.0, 10.0)
 
 
+def clamp_score(raw: float) -> float:
+    """The head's regression output on LAION's 0-10 scale (the service's ``score``; bulk's ``aesthetic_score``)."""
+    return min(max(raw, SCORE_RANGE[0]), SCORE_RANGE[1])
+
+
 class Aesthetic:
     """Decodes and preprocesses for the aesthetic runner, clamps its regression output and shapes the answer.
 
@@ -55,7 +60,7 @@ class Aesthetic:
         return raws
 
     def _answer(self, raw: float) -> ScoreResponse:
-        return ScoreResponse(score=min(max(raw, SCORE_RANGE[0]), SCORE_RANGE[1]), raw=raw, model=self.info)
+        return ScoreResponse(score=clamp_score(raw), raw=raw, model=self.info)
 
     async def score(self, image: bytes, ctx: bentoml.Context) -> ScoreResponse | Response:
         try:

@@ -13,7 +13,7 @@ import numpy as np
 from starlette.responses import Response
 
 from serving.errors import ServiceError, is_overload, overloaded
-from serving.imaging import PreprocessConfig, decode_image, draft_size, preprocess
+from serving.imaging import PreprocessConfig, prepare
 from serving.schemas import ErrorBody, ModelInfo
 from serving.settings import settings
 
@@ -40,8 +40,7 @@ def model_headers(ctx: bentoml.Context, info: ModelInfo) -> None:
 
 async def image_batch(data: bytes, cfg: PreprocessConfig) -> np.ndarray:
     """Decode and preprocess off the event loop: a batch of one uint8 image ``(1, H, W, 3)``."""
-    pixels = await anyio.to_thread.run_sync(
-        lambda: preprocess(decode_image(data, settings.max_image_pixels, draft_size(cfg)), cfg))
+    pixels = await anyio.to_thread.run_sync(lambda: prepare(data, cfg, settings.max_image_pixels))
     return pixels[None]
 
 

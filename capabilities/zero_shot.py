@@ -20,7 +20,7 @@ from serving import model_store
 from serving.admission import RunnerGate
 from serving.cache import LRU
 from serving.errors import ServiceError, call_runner
-from serving.imaging import PreprocessConfig, decode_image, draft_size, preprocess
+from serving.imaging import PreprocessConfig, prepare
 from serving.schemas import ZeroShotResult
 from serving.settings import ZERO_SHOT_B32_LAION2B_NAME, ZERO_SHOT_B32_NAME, ZERO_SHOT_L14_NAME, settings
 from serving.zero_shot import ZeroShotConfig, check_classes, check_templates, decode_data_uri, probabilities
@@ -85,11 +85,10 @@ class ZeroShot:
         cfg = self.cfgs[model]
         decoded = [decode_data_uri(uri) for uri in images]
 
-        def prepare() -> np.ndarray:
-            return np.stack([preprocess(decode_image(data, settings.max_image_pixels, draft_size(cfg)), cfg)
-                             for data in decoded])
+        def stack() -> np.ndarray:
+            return np.stack([prepare(data, cfg, settings.max_image_pixels) for data in decoded])
 
-        return await anyio.to_thread.run_sync(prepare), classes, templates
+        return await anyio.to_thread.run_sync(stack), classes, templates
 
     async def infer(self, model: str, pixels: np.ndarray, classes: list[str], templates: list[str]) -> np.ndarray:
         """Probabilities ``(N, C)`` from the runner's image embeddings and the class embeddings.

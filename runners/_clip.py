@@ -12,10 +12,12 @@ import contextlib
 import json
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 
+from runners._torch import autocast, to_normalised
 from serving.imaging import PreprocessConfig
 
 CONFIG_FILE = "open_clip_config.json"
@@ -87,6 +89,17 @@ def load_clip(path: Path, device: torch.device, towers: Sequence[str]) -> tuple[
     model.load_state_dict(state, strict=False)  # strictness for the kept towers is checked above
     cfg = preprocess_config(open_clip.get_model_preprocess_cfg(model))
     return model.eval().to(device), cfg
+
+
+def image_embeddings(encode_image: Callable[[torch.Tensor], torch.Tensor], cfg: PreprocessConfig, images: np.ndarray,
+                     device: torch.device) -> torch.Tensor:
+    """uint8 ``(N, H, W, 3)`` -> L2-normalised float32 image embeddings ``(N, D)`` on ``device``: what every CLIP
+    runner and bulk scoring compute, from an image tower's ``encode_image``."""
+    if images.shape[1:3] != (cfg.height, cfg.width):
+        raise ValueError(f"expected {cfg.height}x{cfg.width} images, got {images.shape[1]}x{images.shape[2]}")
+    with torch.inference_mode(), autocast(device):
+        features = encode_image(to_normalised(images, cfg.mean, cfg.std, device))
+    return torch.nn.functional.normalize(features.float(), dim=-1)
 
 
 class _DropRandomInitWarning(logging.Filter):

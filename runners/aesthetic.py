@@ -15,15 +15,8 @@ import bentoml
 import numpy as np
 import torch
 
-from runners._clip import load_clip
-from runners._torch import (
-    InferenceThread,
-    autocast,
-    compile_model,
-    pick_device,
-    runner_config,
-    to_normalised,
-)
+from runners._clip import image_embeddings, load_clip
+from runners._torch import InferenceThread, compile_model, pick_device, runner_config
 from serving import model_store
 from serving.settings import settings
 
@@ -43,6 +36,12 @@ def load_head(state: Mapping[str, torch.Tensor], dim: int = HEAD_DIM) -> torch.n
     head = torch.nn.Linear(dim, 1)
     head.load_state_dict(dict(state), strict=True)
     return head.eval()
+
+
+def aesthetic_scores(head: torch.nn.Linear, embeddings: torch.Tensor) -> np.ndarray:
+    """L2-normalised CLIP ViT-B/16 embeddings -> raw (unclamped) LAION scores ``(N,)`` float32."""
+    with torch.inference_mode():
+        return head(embeddings).squeeze(-1).float().cpu().numpy()
 
 
 def load_aesthetic(clip_path: Path, head_path: Path, device: torch.device):
@@ -72,15 +71,10 @@ class AestheticRunner:
         logger.info("AestheticRunner ready: %s + %s on %s", clip.tag, head.tag, self.device)
 
     def _embed(self, images: np.ndarray) -> torch.Tensor:
-        if images.shape[1:3] != (self.cfg.height, self.cfg.width):
-            raise ValueError(f"expected {self.cfg.height}x{self.cfg.width} images, got {images.shape[1:3]}")
-        with torch.inference_mode(), autocast(self.device):
-            features = self.encode_image(to_normalised(images, self.cfg.mean, self.cfg.std, self.device))
-        return torch.nn.functional.normalize(features.float(), dim=-1)
+        return image_embeddings(self.encode_image, self.cfg, images, self.device)
 
     def _score(self, images: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return self.head(self._embed(images)).squeeze(-1).float().cpu().numpy()
+        return aesthetic_scores(self.head, self._embed(images))
 
     @bentoml.api(batchable=True, batch_dim=0, max_batch_size=settings.aesthetic_max_batch_size,
                  max_latency_ms=settings.aesthetic_max_latency_ms)

@@ -59,6 +59,16 @@ def preprocess_batch(images: np.ndarray, cfg: PreprocessConfig, device: torch.de
     return to_normalised(images, cfg.mean, cfg.std, device)
 
 
+def predict_species(model: torch.nn.Module, labels: list[str], cfg: PreprocessConfig, images: np.ndarray,
+                    device: torch.device) -> list[TopK]:
+    """uint8 ``(N, H, W, 3)`` -> the ``TOP_K`` best classes of each image (the runner's and bulk scoring's path)."""
+    with torch.inference_mode(), autocast(device):
+        logits = model(preprocess_batch(images, cfg, device))
+    scores, indices = logits.float().softmax(dim=-1).topk(min(TOP_K, logits.shape[-1]), dim=-1)
+    scores, indices = scores.cpu().tolist(), indices.cpu().tolist()
+    return [TopK(labels=[labels[i] for i in idx], scores=s) for idx, s in zip(indices, scores)]
+
+
 @bentoml.service(name="SpeciesRunner", **runner_config())
 class SpeciesRunner:
     """Batched top-k species classification."""
@@ -75,11 +85,7 @@ class SpeciesRunner:
         logger.info("SpeciesRunner ready: %s on %s", stored.tag, self.device)
 
     def _infer(self, images: np.ndarray) -> list[TopK]:
-        with torch.inference_mode(), autocast(self.device):
-            logits = self.model(preprocess_batch(images, self.cfg, self.device))
-        scores, indices = logits.float().softmax(dim=-1).topk(min(TOP_K, logits.shape[-1]), dim=-1)
-        scores, indices = scores.cpu().tolist(), indices.cpu().tolist()
-        return [TopK(labels=[self.labels[i] for i in idx], scores=s) for idx, s in zip(indices, scores)]
+        return predict_species(self.model, self.labels, self.cfg, images, self.device)
 
     @bentoml.api(
         batchable=True,

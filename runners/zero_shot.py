@@ -21,15 +21,8 @@ import bentoml
 import numpy as np
 import torch
 
-from runners._clip import hf_text_cfg, load_clip
-from runners._torch import (
-    InferenceThread,
-    autocast,
-    compile_model,
-    pick_device,
-    runner_config,
-    to_normalised,
-)
+from runners._clip import hf_text_cfg, image_embeddings, load_clip
+from runners._torch import InferenceThread, autocast, compile_model, pick_device, runner_config
 from serving import model_store
 from serving.cache import LRU
 from serving.imaging import PreprocessConfig
@@ -90,9 +83,7 @@ def make_zero_shot_runner(service_name: str, tag: str, max_batch_size: int, max_
             return torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()
 
         def _encode_images(self, images: np.ndarray) -> np.ndarray:
-            with torch.inference_mode(), autocast(self.device):
-                features = self.encode_image(to_normalised(images, self.cfg.mean, self.cfg.std, self.device))
-            return torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()
+            return image_embeddings(self.encode_image, self.cfg, images, self.device).cpu().numpy()
 
         @bentoml.api(batchable=True, batch_dim=0, max_batch_size=max_batch_size, max_latency_ms=max_latency_ms)
         async def embed_images(self, images: np.ndarray) -> np.ndarray:

@@ -130,3 +130,9 @@ def resize_and_crop(img: Image.Image, cfg: PreprocessConfig) -> Image.Image:
 def preprocess(img: Image.Image, cfg: PreprocessConfig) -> np.ndarray:
     """RGB image -> uint8 array ``(H, W, 3)`` ready for the runner."""
     return np.asarray(resize_and_crop(img, cfg), dtype=np.uint8)
+
+
+def prepare(data: bytes, cfg: PreprocessConfig, max_pixels: int) -> np.ndarray:
+    """Image bytes -> the uint8 ``(H, W, 3)`` array a runner takes: the one path from bytes to pixels, used by
+    the service and by bulk scoring alike. Raises ``ServiceError`` as :func:`decode_image` does."""
+    return preprocess(decode_image(data, max_pixels, draft_size(cfg)), cfg)
