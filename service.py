@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 from capabilities import health, ui
 from capabilities.aesthetic import Aesthetic
 from capabilities.common import gather_or_cancel  # noqa: F401  (part of this module's interface)
+from capabilities.embedding import Embedding
 from capabilities.species import Species
 from capabilities.zero_shot import MODELS as ZERO_SHOT_MODELS
 from capabilities.zero_shot import ZeroShot
@@ -26,7 +27,7 @@ from runners.species import SpeciesRunner
 from runners.zero_shot import ClipL14Runner, OpenClipB32Laion2bRunner, OpenClipB32Runner
 from serving.admission import RunnerGate
 from serving.middleware import GuardMiddleware, RawImageBodyMiddleware
-from serving.schemas import ClassifyResponse, JobAccepted, JobStatus, ScoreResponse, ScoresResponse, ZeroShotResult
+from serving.schemas import ClassifyResponse, EmbedResponse, JobAccepted, JobStatus, ScoreResponse, ScoresResponse, ZeroShotResult
 from serving.settings import ZERO_SHOT_B32_LAION2B_NAME, ZERO_SHOT_B32_NAME, ZERO_SHOT_L14_NAME, settings
 from serving.zero_shot import ZeroShotConfig
 
@@ -65,9 +66,10 @@ class Gateway:
         # Runners are read at call time, so the dependency proxies (or a test's fakes) are used as set.
         self.species_api = Species(lambda: self.species, self.gates)
         self.aesthetic_api = Aesthetic(lambda: self.aesthetic, self.gates)
-        self.zero_shot_api = ZeroShot({ZERO_SHOT_L14_NAME: lambda: self.zero_shot_l14,
-                                       ZERO_SHOT_B32_NAME: lambda: self.zero_shot_b32,
-                                       ZERO_SHOT_B32_LAION2B_NAME: lambda: self.zero_shot_b32_laion2b}, self.gates)
+        zero_shot = {ZERO_SHOT_L14_NAME: lambda: self.zero_shot_l14, ZERO_SHOT_B32_NAME: lambda: self.zero_shot_b32,
+                     ZERO_SHOT_B32_LAION2B_NAME: lambda: self.zero_shot_b32_laion2b}
+        self.zero_shot_api = ZeroShot(zero_shot, self.gates)
+        self.embedding_api = Embedding({"aesthetic": lambda: self.aesthetic, **zero_shot}, self.gates)
         self.class_memo = self.zero_shot_api.class_memo
         self.zero_shot_jobs = ZeroShotJobs(self.zero_shot_api)
 
@@ -112,6 +114,12 @@ class Gateway:
         """Compatibility route: the /score answer plus ``aesthetic_score`` (the same 0-10 score)."""
         return await self.aesthetic_api.scores(image, ctx)
 
+    @bentoml.api(route="/embed")
+    async def embed(self, image: bytes, /, ctx: bentoml.Context) -> EmbedResponse:
+        """The L2-normalised CLIP image embedding of a raw image body. Query: ``model``, one of
+        clip-vit-b16-openai (b16), clip-vit-large-patch14 (l14), open-clip-vit-b32 (b32), open-clip-vit-b32-laion2b."""
+        return await self.embedding_api.embed(image, ctx)
+
     @bentoml.api
     async def zero_shot(self, model: str, image: str, classes: list[str], config: ZeroShotConfig | None = None,
                         ctx: bentoml.Context = None) -> ZeroShotResult:
@@ -146,6 +154,6 @@ class Gateway:
         return await self.zero_shot_api.models()
 
 
-Gateway.add_asgi_middleware(RawImageBodyMiddleware, routes=("/classify", "/score", "/scores"))
+Gateway.add_asgi_middleware(RawImageBodyMiddleware, routes=("/classify", "/score", "/scores", "/embed"))
 Gateway.add_asgi_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes, api_key=settings.api_key or None,
                             max_in_flight=settings.gateway_max_concurrency, open_paths=(health.PATH, *ui.PATHS))

@@ -35,6 +35,12 @@ class ScoreResponse(BaseModel):
     model: ScoreModelInfo
 
 
+class EmbedResponse(BaseModel):
+    embedding: list[float] = Field(description="L2-normalised CLIP image embedding")
+    dim: int = Field(description="Its length: 512 for ViT-B/16 and ViT-B/32, 768 for ViT-L/14 (full-size models)")
+    model: ModelInfo
+
+
 class ErrorBody(BaseModel):
     error: str = Field(description="Machine-readable code, e.g. unsupported_media_type")
     detail: str = Field(description="What was wrong and how to fix it")
