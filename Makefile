@@ -24,7 +24,7 @@ RUNNER_GPUS ?= 0.2
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,bulk]"
 	touch $@
 
 install: $(VENV)/.installed

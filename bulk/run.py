@@ -1,0 +1,222 @@
+"""The bulk run: plan the stages from the store entries, stream the inputs through Ray Data, write parts."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from bulk.inputs import list_inputs
+from bulk.output import Parts
+from bulk.stages import ClipStage, SpeciesStage, decode_batch, embedding_column
+from capabilities.aesthetic import clamp_score
+from capabilities.embedding import ALIASES, TOWERS
+from serving import model_store
+from serving.settings import settings
+
+logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[1]
+TOWER_ALIAS = {name: alias for alias, name in ALIASES.items()}
+ENV_PREFIXES = ("BENTOML_HOME", "SPECIES_", "AESTHETIC_", "ZERO_SHOT_", "DEVICE", "TORCH_COMPILE", "MAX_IMAGE_PIXELS",
+                "HF_", "OMP_")
+
+
+@dataclass
+class Stage:
+    name: str  # "species", or a CLIP tower's alias ("b16", "l14", ...)
+    cls: type
+    kwargs: dict[str, Any]
+    preprocess: dict[str, Any]
+    batch_size: int
+
+
+@dataclass
+class Plan:
+    stages: list[Stage] = field(default_factory=list)
+    description: dict[str, Any] = field(default_factory=dict)
+
+
+def make_plan(species: bool, aesthetic: bool, embeddings: list[str], top_k: int) -> Plan:
+    """The stages for the chosen tasks, from the same store entries (and settings) as the service."""
+    from runners.aesthetic import SAVE_HINT as AESTHETIC_HINT
+    from runners.species import SAVE_HINT as SPECIES_HINT
+    from runners.zero_shot import SAVE_HINT as CLIP_HINT
+
+    plan = Plan(description={"tasks": [], "models": {}})
+    tasks, models = plan.description["tasks"], plan.description["models"]
+    if species:
+        entry = model_store.require(settings.species_model, SPECIES_HINT)
+        plan.stages.append(Stage("species", SpeciesStage, {"path": entry.path, "top_k": top_k},
+                                 entry.info.metadata["preprocess"], settings.species_max_batch_size))
+        tasks.append(f"species(top_k={top_k})")
+        models["species"] = model_store.describe(entry)
+    towers = [ALIASES["b16"]] if aesthetic else []
+    towers += [n for n in embeddings if n not in towers]
+    for name in towers:
+        alias = TOWER_ALIAS[name]
+        entry = model_store.require(TOWERS[name][0], CLIP_HINT)
+        head = None
+        if aesthetic and alias == "b16":
+            head = model_store.require(settings.aesthetic_head_model, AESTHETIC_HINT)
+            models["aesthetic_head"] = model_store.describe(head)
+            tasks.append("aesthetic")
+        if name in embeddings:
+            tasks.append(f"embedding({alias})")
+        kwargs = {"stage": alias, "path": entry.path, "towers": list(entry.info.metadata["towers"]),
+                  "head_path": head.path if head else None, "embedding": name in embeddings}
+        batch = settings.aesthetic_max_batch_size if alias == "b16" else settings.zero_shot_max_batch_size
+        plan.stages.append(Stage(alias, ClipStage, kwargs, entry.info.metadata["preprocess"], batch))
+        models[alias] = model_store.describe(entry)
+    return plan
+
+
+def _text(values: np.ndarray) -> pa.Array:
+    return pa.array([str(v) if v else None for v in values], pa.string())
+
+
+def to_table(batch: dict[str, np.ndarray], plan: Plan) -> pa.Table:
+    """One output batch as rows: path, error, error_detail and each task's columns (null on error rows)."""
+    bad = np.array([bool(e) for e in batch["error"]])
+    columns: dict[str, pa.Array] = {"path": pa.array([str(p) for p in batch["path"]], pa.string()),
+                                    "error": _text(batch["error"]), "error_detail": _text(batch["error_detail"])}
+    for stage in plan.stages:
+        if stage.name == "species":
+            columns["species"] = pa.array([None if b else v.tolist() for v, b in zip(batch["species"], bad)],
+                                          pa.list_(pa.string()))
+            columns["species_scores"] = pa.array([None if b else v.tolist() for v, b in
+                                                  zip(batch["species_scores"], bad)], pa.list_(pa.float32()))
+            continue
+        if "aesthetic_raw" in batch and stage.kwargs["head_path"]:
+            raw = np.asarray(batch["aesthetic_raw"], np.float32)
+            columns["aesthetic_score"] = pa.array([clamp_score(float(r)) for r in raw], pa.float32(), mask=bad)
+            columns["aesthetic_raw"] = pa.array(raw, pa.float32(), mask=bad)
+        if stage.kwargs["embedding"]:
+            emb = np.asarray(batch[embedding_column(stage.name)], np.float32)
+            columns[embedding_column(stage.name)] = pa.FixedSizeListArray.from_arrays(
+                pa.array(emb.reshape(-1)), emb.shape[1], mask=pa.array(bad))
+    return pa.table(columns)
+
+
+def _runtime_env(remote: bool) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
+    runtime: dict[str, Any] = {"env_vars": env}
+    if remote:  # ship this project's code; the packages and the model store must be on the nodes
+        runtime["working_dir"] = str(ROOT)
+        runtime["excludes"] = [".venv/", ".git/", "var/", "test-artifacts/", "docs/", "*.parquet"]
+    return runtime
+
+
+@dataclass
+class Resources:
+    actors: int
+    cpus_per_actor: float
+    gpus_per_actor: float
+    threads: int
+
+
+def plan_resources(cluster: dict[str, float], stages: int, actors: int | None, gpus_per_actor: float | None,
+                   cpus_per_actor: float | None) -> Resources:
+    """Actor pool sizes and shares: with GPUs, each stage's actors take a share of them (a whole GPU where there
+    are enough); on CPUs alone, the actors reserve half the CPUs, so decoding tasks always get the rest, and run
+    as many torch threads as there are CPUs per actor."""
+    cpus, gpus = float(cluster.get("CPU", 1)), float(cluster.get("GPU", 0))
+    if gpus > 0:
+        share = gpus_per_actor or (1.0 if gpus >= stages else math.floor(gpus / stages * 1000) / 1000)
+        count = actors or max(1, int(gpus // (stages * share)))
+        return Resources(count, cpus_per_actor or 1.0, share, max(1, int(cpus_per_actor or 1)))
+    count = actors or 1
+    share = cpus_per_actor or max(0.1, cpus / 2 / (stages * count))
+    # torch threads: the actors' part of every CPU, as decoding waits on them more than they on it
+    return Resources(count, share, 0.0, max(1, int(cpus // (stages * count))))
+
+
+def _decode_task_args() -> dict[str, Any]:
+    return {"num_cpus": 1}
+
+
+def _batches(ds: Any) -> Iterator[dict[str, np.ndarray]]:
+    yield from ds.iter_batches(batch_format="numpy", batch_size=None, prefetch_batches=1)
+
+
+def run(source: str, out: str, *, species: bool, aesthetic: bool, embeddings: list[str], top_k: int = 3,
+        column: str = "path", extensions: tuple[str, ...] = ("jpg", "jpeg", "png", "webp"), resume: bool = False,
+        part_rows: int = 1000, decode_batch_size: int = 16, ray_address: str | None = None,
+        num_cpus: int | None = None, actors: int | None = None, gpus_per_actor: float | None = None,
+        cpus_per_actor: float | None = None, progress: bool = True) -> dict[str, Any]:
+    """Score ``source`` into Parquet parts under ``out``; the summary of the run (also ``out/_summary.json``)."""
+    import ray
+    from tqdm import tqdm
+
+    started = time.monotonic()
+    plan = make_plan(species, aesthetic, embeddings, top_k)
+    parts = Parts(out, plan.description, resume)
+    inputs = list_inputs(source, column, extensions)
+    done = parts.done() & set(inputs) if resume else set()
+    todo = [p for p in inputs if p not in done]
+    summary: dict[str, Any] = {"source": source, "out": out, "inputs": len(inputs), "already_done": len(done),
+                               "processed": 0, "ok": 0, "errors": {}, "models": plan.description["models"],
+                               "tasks": plan.description["tasks"]}
+    dev = [k for k, m in plan.description["models"].items() if m["variant"] == model_store.DEV]
+    if dev:
+        logger.warning("DEV models (random weights, meaningless scores) for: %s", ", ".join(dev))
+    errors: Counter[str] = Counter()
+    if todo:
+        ray.init(address=ray_address, num_cpus=None if ray_address else num_cpus, include_dashboard=False,
+                 runtime_env=_runtime_env(remote=bool(ray_address)), logging_level=logging.WARNING,
+                 configure_logging=False)
+        try:
+            data_context = ray.data.DataContext.get_current()
+            data_context.enable_progress_bars = False
+            res = plan_resources(ray.cluster_resources(), len(plan.stages), actors, gpus_per_actor, cpus_per_actor)
+            summary["resources"] = {**res.__dict__, "cluster": {k: ray.cluster_resources().get(k, 0)
+                                                                for k in ("CPU", "GPU")}}
+            blocks = max(1, min(math.ceil(len(todo) / decode_batch_size), 10_000))
+            ds = ray.data.from_items([{"path": p} for p in todo], override_num_blocks=blocks)
+            # Decoding runs in CPU tasks of its own: a ray_remote_args_fn keeps Ray Data from fusing it into the
+            # first model's actors, which would serialise decoding behind inference in one process.
+            ds = ds.map_batches(decode_batch, batch_size=decode_batch_size, batch_format="numpy", num_cpus=1,
+                                ray_remote_args_fn=_decode_task_args,
+                                fn_kwargs={"cfgs": {s.name: s.preprocess for s in plan.stages},
+                                           "max_pixels": settings.max_image_pixels})
+            for stage in plan.stages:
+                ds = ds.map_batches(stage.cls, batch_size=stage.batch_size, batch_format="numpy",
+                                    fn_constructor_kwargs={**stage.kwargs, "num_threads": res.threads},
+                                    compute=ray.data.ActorPoolStrategy(size=res.actors),
+                                    num_cpus=res.cpus_per_actor, num_gpus=res.gpus_per_actor or None)
+            pending: list[pa.Table] = []
+            rows = 0
+            with tqdm(total=len(todo), unit="img", desc="bulk", disable=not progress, file=sys.stderr,
+                      mininterval=1.0, smoothing=0.1) as bar:
+                try:
+                    for batch in _batches(ds):
+                        table = to_table(batch, plan)
+                        pending.append(table)
+                        rows += table.num_rows
+                        summary["processed"] += table.num_rows
+                        errors.update(e for e in batch["error"] if e)
+                        bar.update(table.num_rows)
+                        if rows >= part_rows:
+                            parts.write(pa.concat_tables(pending))
+                            pending, rows = [], 0
+                finally:  # also on Ctrl-C: the rows already scored are kept
+                    if pending:
+                        parts.write(pa.concat_tables(pending))
+            logger.debug("Ray Data stats:\n%s", ds.stats())
+        finally:
+            if not ray_address or ray.is_initialized():
+                ray.shutdown()
+    seconds = time.monotonic() - started
+    summary.update(ok=summary["processed"] - sum(errors.values()), errors=dict(errors), seconds=round(seconds, 2),
+                   images_per_s=round(summary["processed"] / seconds, 2) if seconds else None, parts=len(parts.parts))
+    parts.write_summary(summary)
+    return summary

@@ -1,0 +1,151 @@
+"""The Ray Data stages: decoding in CPU tasks, then one actor class per model.
+
+Decoding and preprocessing are the service's own (:mod:`serving.imaging`); the actors load their store entries
+and run them with the runners' own pure functions (``load_species``/``predict_species``, ``load_clip``/
+``image_embeddings``/``aesthetic_scores``), so bulk rows equal the service's answers for the same images.
+Rows that could not be decoded keep their error and zero pixels, which the actors skip.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bulk.inputs import read_bytes
+from serving.errors import ServiceError
+from serving.imaging import PreprocessConfig, decode_image, draft_size, preprocess
+
+logger = logging.getLogger(__name__)
+
+
+def pixels_column(stage: str) -> str:
+    return f"pixels_{stage}"
+
+
+def decode_batch(batch: dict[str, np.ndarray], cfgs: dict[str, dict[str, Any]], max_pixels: int) -> dict[str, Any]:
+    """Read, decode and preprocess each path once per draft size: ``path``, ``error``/``error_detail`` (empty
+    when fine) and, per stage, ``pixels_<stage>`` uint8 ``(N, H, W, 3)``."""
+    configs = {stage: PreprocessConfig.model_validate(cfg) for stage, cfg in cfgs.items()}
+    by_draft: dict[int, list[str]] = {}
+    for stage, cfg in configs.items():
+        by_draft.setdefault(draft_size(cfg), []).append(stage)
+    paths = [str(p) for p in batch["path"]]
+    n = len(paths)
+    errors, details = [""] * n, [""] * n
+    pixels = {s: np.zeros((n, c.height, c.width, 3), np.uint8) for s, c in configs.items()}
+    for i, location in enumerate(paths):
+        try:
+            data = read_bytes(location)
+        except Exception as exc:  # missing, permission, network: the file's problem, recorded on its row
+            errors[i], details[i] = "unreadable", f"Cannot read {location}: {type(exc).__name__}: {exc}"[:500]
+            continue
+        if not data:
+            errors[i], details[i] = "empty_file", "The file is empty (0 bytes)."
+            continue
+        try:
+            for side, stages in by_draft.items():
+                img = decode_image(data, max_pixels, side)
+                for stage in stages:
+                    pixels[stage][i] = preprocess(img, configs[stage])
+        except ServiceError as err:  # the service's codes; its details speak of request bodies
+            errors[i], details[i] = err.error, err.detail.replace("The body is", "The file is")
+    return {"path": np.array(paths, dtype=object), "error": np.array(errors, dtype=object),
+            "error_detail": np.array(details, dtype=object), **{pixels_column(s): p for s, p in pixels.items()}}
+
+
+def _inference_thread(name: str, num_threads: int):
+    """(device, the one thread for all of this actor's torch work): Ray Data calls an actor's ``__call__`` on
+    another thread than its constructor, and a second thread calling torch on CPU costs each forward its own
+    OpenMP team (see ``runners._torch.InferenceThread``)."""
+    import torch
+
+    from runners._torch import InferenceThread, pick_device
+    from serving.settings import settings
+
+    thread = InferenceThread(name)
+    thread.call(torch.set_num_threads, max(1, num_threads))
+    return pick_device(settings.device), thread
+
+
+class SpeciesStage:
+    """Actor: top-k species of the decoded rows, as ``species`` (labels) and ``species_scores``."""
+
+    def __init__(self, path: str, top_k: int, num_threads: int) -> None:
+        from runners._torch import compile_model
+        from runners.species import load_species
+        from serving.settings import settings
+
+        self.device, self.thread = _inference_thread("species", num_threads)
+        self.model, self.labels, self.cfg = self.thread.call(load_species, Path(path), self.device)
+        self.model = compile_model(self.model, settings.torch_compile)
+        self.top_k = top_k
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        from runners.species import predict_species
+
+        pixels = batch.pop(pixels_column("species"))
+        ok = np.flatnonzero(batch["error"] == "")
+        labels = [[""] * self.top_k for _ in range(len(pixels))]
+        scores = np.full((len(pixels), self.top_k), np.nan, np.float32)
+        if len(ok):
+            tops = self.thread.call(predict_species, self.model, self.labels, self.cfg, pixels[ok], self.device)
+            if len(tops) != len(ok):
+                raise RuntimeError(f"species model returned {len(tops)} results for {len(ok)} images")
+            for i, top in zip(ok, tops):
+                labels[i], scores[i] = top.labels[:self.top_k], top.scores[:self.top_k]
+        return {**batch, "species": np.array(labels, dtype=str), "species_scores": scores}  # (N, k) str: Arrow-ready
+
+
+class ClipStage:
+    """Actor: one CLIP image tower for the decoded rows: its embedding as ``embedding_<alias>`` and, for the
+    ViT-B/16 with the LAION head, ``aesthetic_raw``."""
+
+    def __init__(self, stage: str, path: str, towers: list[str], head_path: str | None, embedding: bool,
+                 num_threads: int) -> None:
+        from runners._clip import load_clip
+        from runners._torch import compile_model
+        from serving.settings import settings
+
+        self.device, self.thread = _inference_thread(stage, num_threads)
+        self.stage, self.embedding = stage, embedding
+        clip, self.cfg = self.thread.call(load_clip, Path(path), self.device, towers=towers)
+        self.encode_image = compile_model(clip.encode_image, settings.torch_compile)
+        self.head = None
+        if head_path is not None:
+            from safetensors.torch import load_file
+
+            from runners.aesthetic import HEAD_FILE, load_head
+
+            self.head = self.thread.call(lambda: load_head(load_file(str(Path(head_path) / HEAD_FILE))).to(self.device))
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        pixels = batch.pop(pixels_column(self.stage))
+        ok = np.flatnonzero(batch["error"] == "")
+        vectors, raw = self.thread.call(self._infer, pixels[ok] if len(ok) else np.zeros_like(pixels[:1]))
+        out: dict[str, Any] = dict(batch)
+        if len(vectors) != max(len(ok), 1):
+            raise RuntimeError(f"{self.stage} model returned {len(vectors)} embeddings for {len(ok)} images")
+        if raw is not None:
+            out["aesthetic_raw"] = np.full(len(pixels), np.nan, np.float32)
+            out["aesthetic_raw"][ok] = raw[:len(ok)]
+        if self.embedding:
+            out[embedding_column(self.stage)] = np.zeros((len(pixels), vectors.shape[1]), np.float32)
+            out[embedding_column(self.stage)][ok] = vectors[:len(ok)]
+        return out
+
+    def _infer(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Embeddings (and aesthetic scores) of a batch; a batch with no decoded image runs one black image, so
+        the columns keep their width."""
+        from runners._clip import image_embeddings
+        from runners.aesthetic import aesthetic_scores
+
+        vectors = image_embeddings(self.encode_image, self.cfg, pixels, self.device)
+        raw = aesthetic_scores(self.head, vectors) if self.head is not None else None
+        return vectors.cpu().numpy(), raw
+
+
+def embedding_column(stage: str) -> str:
+    return "embedding_" + stage.replace("-", "_")

@@ -1,0 +1,166 @@
+"""Bulk scoring end to end: `python -m bulk` on a local Ray (2 CPUs), against the HTTP service's answers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pyarrow.dataset as pads
+import pytest
+from PIL import Image
+
+from tests.conftest import ROOT, photo
+
+pytestmark = pytest.mark.integration
+
+CORRUPT = {"garbage.jpg": "invalid_image", "truncated.png": "invalid_image", "empty.jpg": "empty_file"}
+TOWERS = {"b16": "clip-vit-b16-openai", "l14": "clip-vit-large-patch14", "b32": "open-clip-vit-b32"}
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory) -> Path:
+    """~200 real photos, JPEG and PNG, 48-1400 px, some grey or with alpha, in nested folders; three corrupt
+    files; and files that are not images (skipped)."""
+    root = tmp_path_factory.mktemp("album")
+    rng = np.random.default_rng(7)
+    sources = [photo(n) for n in ("chelsea", "coffee", "astronaut", "rocket", "hubble_deep_field", "retina")]
+    for i in range(200):
+        img = Image.fromarray(sources[i % len(sources)])
+        w, h = img.size
+        left, top = int(rng.integers(0, w // 4)), int(rng.integers(0, h // 4))
+        img = img.crop((left, top, w - int(rng.integers(0, w // 4)), h - int(rng.integers(0, h // 4))))
+        side = int(rng.integers(48, 1400))
+        img = img.resize((side, max(8, side * img.height // img.width)))
+        mode = ("L", "RGBA", "RGB", "RGB")[i % 4]
+        folder = root / ("", "2024", "2024/summer")[i % 3]
+        folder.mkdir(parents=True, exist_ok=True)
+        if mode == "RGBA" or i % 5 == 0:
+            img.convert(mode).save(folder / f"photo{i:03d}.png")
+        else:
+            img.convert("L" if mode == "L" else "RGB").save(folder / f"photo{i:03d}.jpg", quality=int(rng.integers(60, 95)))
+    (root / "garbage.jpg").write_bytes(b"this is not a photo")
+    (root / "truncated.png").write_bytes((root / "photo000.png").read_bytes()[:300])
+    (root / "empty.jpg").write_bytes(b"")
+    (root / "notes.txt").write_text("not an image")
+    (root / "2024" / ".thumbs.jpg").write_bytes(b"hidden")
+    return root
+
+
+def _bulk(source: Path, out: Path, *args: str, **popen) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "bulk", str(source), "--out", str(out), "--num-cpus", "2", "--no-progress", *args]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def _finish(proc: subprocess.Popen) -> dict:
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, output[-4000:]
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def _rows(out: Path) -> dict[str, dict]:
+    rows = pads.dataset(str(out), format="parquet").to_table().to_pylist()
+    return {r["path"]: r for r in rows} if len({r["path"] for r in rows}) == len(rows) else {"duplicates": rows}
+
+
+@pytest.fixture(scope="module")
+def scored(collection, tmp_path_factory, species_dev_model, aesthetic_models, zero_shot_models):
+    out = tmp_path_factory.mktemp("bulk") / "out"
+    summary = _finish(_bulk(collection, out, "--species", "--aesthetic", "--embedding", ",".join(TOWERS),
+                            "--part-rows", "40"))
+    return summary, _rows(out)
+
+
+def _images(collection: Path) -> list[Path]:
+    return sorted(p for p in collection.rglob("*") if p.suffix in (".jpg", ".png") and not p.name.startswith("."))
+
+
+def test_one_row_per_input_with_errors_on_exactly_the_corrupt_files(collection, scored) -> None:
+    summary, rows = scored
+    assert set(rows) == {str(p) for p in _images(collection)} and len(rows) == 203
+    assert {Path(p).name: r["error"] for p, r in rows.items() if r["error"]} == CORRUPT
+    assert summary["processed"] == 203 and summary["ok"] == 200
+    assert summary["errors"] == {"invalid_image": 2, "empty_file": 1} and summary["images_per_s"] > 0
+    assert {m["variant"] for m in summary["models"].values()} <= {"dev", "release"}
+    assert summary["models"]["species"] == {"tag": "eva02-inat21:dev", "variant": "dev"}
+    bad = rows[str(collection / "garbage.jpg")]
+    assert bad["species"] is None and bad["aesthetic_raw"] is None and bad["embedding_l14"] is None
+
+
+def _chunks(items: list, n: int):
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
+
+
+def test_species_and_aesthetic_equal_the_http_batch_routes(server, collection, scored) -> None:
+    _, rows = scored
+    images = _images(collection)
+    for chunk in _chunks(images, 8):
+        files = [("images", (p.name, p.read_bytes(), "application/octet-stream")) for p in chunk]
+        species = httpx.post(f"{server.url}/classify/batch?top_k=3", files=files, timeout=120).json()["results"]
+        scores = httpx.post(f"{server.url}/score/batch", files=files, timeout=120).json()["results"]
+        for path, top, score in zip(chunk, species, scores):
+            row = rows[str(path)]
+            if "error" in top:
+                assert row["error"] == top["error"] == score["error"] or (row["error"], top["error"]) == (
+                    "empty_file", "empty_body")
+                continue
+            assert row["error"] is None
+            assert row["species"] == [p["species"] for p in top["predictions"]]
+            assert np.allclose(row["species_scores"], [p["score"] for p in top["predictions"]], atol=1e-5)
+            assert abs(row["aesthetic_raw"] - score["raw"]) < 1e-5 and abs(row["aesthetic_score"] - score["score"]) < 1e-5
+
+
+@pytest.mark.parametrize("alias", list(TOWERS))
+def test_embeddings_equal_the_http_embed_route(server, collection, scored, alias: str) -> None:
+    _, rows = scored
+    for path in _images(collection)[::4]:
+        row = rows[str(path)]
+        if row["error"]:
+            continue
+        answer = httpx.post(f"{server.url}/embed?model={alias}", content=path.read_bytes(), timeout=60).json()
+        assert answer["model"]["tag"] == f"{TOWERS[alias]}:dev"
+        assert len(row[f"embedding_{alias}"]) == answer["dim"]
+        assert np.allclose(row[f"embedding_{alias}"], answer["embedding"], atol=1e-5)
+        assert abs(np.linalg.norm(row[f"embedding_{alias}"]) - 1) < 1e-4
+
+
+def test_a_killed_run_resumes_and_writes_every_image_exactly_once(collection, scored, tmp_path) -> None:
+    _, full = scored
+    out = tmp_path / "out"
+    proc = _bulk(collection, out, "--species", "--aesthetic", "--part-rows", "20", start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not list(out.glob("part-*.parquet")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the command, its local Ray and Ray's workers
+    proc.communicate(timeout=60)
+    first = _rows(out)
+    assert 0 < len(first) < 203, "the run should have been killed halfway"
+    refused = _bulk(collection, out, "--species", "--aesthetic")
+    assert refused.wait(timeout=120) == 2 and "pass --resume" in refused.communicate()[0]
+    summary = _finish(_bulk(collection, out, "--species", "--aesthetic", "--part-rows", "20", "--resume"))
+    assert summary["already_done"] == len(first) and summary["processed"] == 203 - len(first)
+    rows = _rows(out)
+    assert set(rows) == set(full)  # every image exactly once (no duplicates key)
+    for path, row in rows.items():
+        assert row["error"] == full[path]["error"] and row["species"] == full[path]["species"]
+    again = _finish(_bulk(collection, out, "--species", "--aesthetic", "--resume"))
+    assert (again["already_done"], again["processed"]) == (203, 0)
+
+
+def test_a_list_file_and_a_csv_column_name_the_same_images(collection, tmp_path, scored) -> None:
+    _, full = scored
+    chosen = _images(collection)[:10]
+    (tmp_path / "list.txt").write_text("\n".join(os.path.relpath(p, tmp_path) for p in chosen))
+    (tmp_path / "t.csv").write_text("file\n" + "\n".join(str(p) for p in chosen[:4]))
+    by_list = _finish(_bulk(tmp_path / "list.txt", tmp_path / "a", "--aesthetic"))
+    by_csv = _finish(_bulk(tmp_path / "t.csv", tmp_path / "b", "--aesthetic", "--column", "file"))
+    assert (by_list["processed"], by_csv["processed"]) == (10, 4)
+    for path, row in _rows(tmp_path / "a").items():
+        assert abs(row["aesthetic_raw"] - full[path]["aesthetic_raw"]) < 1e-5
