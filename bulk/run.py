@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -122,26 +123,42 @@ class Resources:
     cpus_per_actor: float
     gpus_per_actor: float
     threads: int
+    decode_cpus: float  # per decoding task
 
 
 def plan_resources(cluster: dict[str, float], stages: int, actors: int | None, gpus_per_actor: float | None,
                    cpus_per_actor: float | None) -> Resources:
     """Actor pool sizes and shares: with GPUs, each stage's actors take a share of them (a whole GPU where there
-    are enough); on CPUs alone, the actors reserve half the CPUs, so decoding tasks always get the rest, and run
-    as many torch threads as there are CPUs per actor."""
+    are enough) and a CPU each, and decoding tasks a CPU each. On CPUs alone, models and decoding share every
+    core: the actors reserve a token share and run as many torch threads as there are CPUs per stage, and the
+    decoding tasks are sized so that one per CPU fits beside them (Ray counts CPUs as logical resources)."""
     cpus, gpus = float(cluster.get("CPU", 1)), float(cluster.get("GPU", 0))
     if gpus > 0:
         share = gpus_per_actor or (1.0 if gpus >= stages else math.floor(gpus / stages * 1000) / 1000)
         count = actors or max(1, int(gpus // (stages * share)))
-        return Resources(count, cpus_per_actor or 1.0, share, max(1, int(cpus_per_actor or 1)))
+        return Resources(count, cpus_per_actor or 1.0, share, max(1, int(cpus_per_actor or 1)), 1.0)
     count = actors or 1
-    share = cpus_per_actor or max(0.1, cpus / 2 / (stages * count))
-    # torch threads: the actors' part of every CPU, as decoding waits on them more than they on it
-    return Resources(count, share, 0.0, max(1, int(cpus // (stages * count))))
+    share = cpus_per_actor or 0.1
+    left = max(0.0, cpus - stages * count * share)
+    decode = max(0.05, math.floor(left / max(1.0, cpus) * 100) / 100)
+    return Resources(count, share, 0.0, max(1, int(cpus // (stages * count))), decode)
 
 
-def _decode_task_args() -> dict[str, Any]:
-    return {"num_cpus": 1}
+def _decode_task_args(num_cpus: float) -> dict[str, Any]:
+    return {"num_cpus": num_cpus}
+
+
+def _rates(marks: list[tuple[float, int]], total: int, started: float,
+           end: float | None = None) -> dict[str, float | None]:
+    """Start-up (until the first result) and the steady rate: the second half of the results over the time
+    they took, when Ray, the actors and the models have long been up."""
+    end = time.monotonic() if end is None else end
+    if not marks:
+        return {"startup_s": None, "steady_images_per_s": None}
+    half = next(((t, n) for t, n in marks if n >= total / 2), marks[-1])
+    steady = (total - half[1]) / (end - half[0]) if total > half[1] and end > half[0] else None
+    return {"startup_s": round(marks[0][0] - started, 2),
+            "steady_images_per_s": round(steady, 2) if steady else None}
 
 
 def _batches(ds: Any) -> Iterator[dict[str, np.ndarray]]:
@@ -184,8 +201,9 @@ def run(source: str, out: str, *, species: bool, aesthetic: bool, embeddings: li
             ds = ray.data.from_items([{"path": p} for p in todo], override_num_blocks=blocks)
             # Decoding runs in CPU tasks of its own: a ray_remote_args_fn keeps Ray Data from fusing it into the
             # first model's actors, which would serialise decoding behind inference in one process.
-            ds = ds.map_batches(decode_batch, batch_size=decode_batch_size, batch_format="numpy", num_cpus=1,
-                                ray_remote_args_fn=_decode_task_args,
+            ds = ds.map_batches(decode_batch, batch_size=decode_batch_size, batch_format="numpy",
+                                num_cpus=res.decode_cpus,
+                                ray_remote_args_fn=functools.partial(_decode_task_args, res.decode_cpus),
                                 fn_kwargs={"cfgs": {s.name: s.preprocess for s in plan.stages},
                                            "max_pixels": settings.max_image_pixels})
             for stage in plan.stages:
@@ -195,10 +213,12 @@ def run(source: str, out: str, *, species: bool, aesthetic: bool, embeddings: li
                                     num_cpus=res.cpus_per_actor, num_gpus=res.gpus_per_actor or None)
             pending: list[pa.Table] = []
             rows = 0
+            marks: list[tuple[float, int]] = []  # (when a batch arrived, rows before it)
             with tqdm(total=len(todo), unit="img", desc="bulk", disable=not progress, file=sys.stderr,
                       mininterval=1.0, smoothing=0.1) as bar:
                 try:
                     for batch in _batches(ds):
+                        marks.append((time.monotonic(), summary["processed"]))
                         table = to_table(batch, plan)
                         pending.append(table)
                         rows += table.num_rows
@@ -211,6 +231,7 @@ def run(source: str, out: str, *, species: bool, aesthetic: bool, embeddings: li
                 finally:  # also on Ctrl-C: the rows already scored are kept
                     if pending:
                         parts.write(pa.concat_tables(pending))
+            summary.update(_rates(marks, summary["processed"], started))
             logger.debug("Ray Data stats:\n%s", ds.stats())
         finally:
             if not ray_address or ray.is_initialized():

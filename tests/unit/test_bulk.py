@@ -11,7 +11,7 @@ import pytest
 
 from bulk.inputs import InputError, list_inputs, read_bytes
 from bulk.output import Parts
-from bulk.run import Plan, Stage, plan_resources, to_table
+from bulk.run import Plan, Stage, _rates, plan_resources, to_table
 from bulk.stages import decode_batch
 from capabilities.embedding import tower_name
 from serving.errors import ServiceError
@@ -146,13 +146,18 @@ def test_resume_refuses_a_folder_written_by_other_tasks_or_models(tmp_path) -> N
         Parts(str(tmp_path), other, resume=True)
 
 
-def test_actor_pools_take_gpu_shares_when_there_are_gpus_else_half_the_cpus() -> None:
+def test_actor_pools_take_gpu_shares_when_there_are_gpus_and_decoding_gets_every_cpu() -> None:
     one_gpu = plan_resources({"CPU": 16, "GPU": 1}, stages=3, actors=None, gpus_per_actor=None, cpus_per_actor=None)
     assert (one_gpu.actors, one_gpu.gpus_per_actor) == (1, 0.333)
     eight = plan_resources({"CPU": 64, "GPU": 8}, stages=3, actors=None, gpus_per_actor=None, cpus_per_actor=None)
     assert (eight.actors, eight.gpus_per_actor) == (2, 1.0)
+    assert (one_gpu.decode_cpus, one_gpu.cpus_per_actor) == (1.0, 1.0)
     cpu = plan_resources({"CPU": 8}, stages=2, actors=None, gpus_per_actor=None, cpus_per_actor=None)
-    assert (cpu.actors, cpu.cpus_per_actor, cpu.gpus_per_actor, cpu.threads) == (1, 2.0, 0.0, 4)
+    assert (cpu.actors, cpu.gpus_per_actor, cpu.threads) == (1, 0.0, 4)
+    # one decoding task per CPU still fits beside the model actors' reservations
+    assert 8 * cpu.decode_cpus + 2 * cpu.cpus_per_actor <= 8 and cpu.decode_cpus > 0.9
+    two = plan_resources({"CPU": 2}, stages=1, actors=None, gpus_per_actor=None, cpus_per_actor=None)
+    assert 2 * two.decode_cpus + two.cpus_per_actor <= 2 and two.threads == 2
     assert plan_resources({"CPU": 2}, 3, 2, None, 0.25).actors == 2
 
 
@@ -160,3 +165,11 @@ def test_embedding_models_are_named_by_name_or_alias() -> None:
     assert tower_name("l14") == "clip-vit-large-patch14" == tower_name("clip_vit_large_patch14")
     with pytest.raises(ServiceError, match="b16.*l14"):
         tower_name("vit-h")
+
+
+def test_the_steady_rate_leaves_out_start_up_and_the_first_half() -> None:
+    # 20 s to start, then 100 rows every second; results arrive in batches of 100
+    marks = [(20.0 + i, 100 * i) for i in range(10)]
+    rates = _rates(marks, 1000, started=0.0, end=30.0)
+    assert rates == {"startup_s": 20.0, "steady_images_per_s": 100.0}
+    assert _rates([], 0, started=0.0, end=1.0) == {"startup_s": None, "steady_images_per_s": None}
