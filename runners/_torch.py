@@ -14,6 +14,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+BATCHERS = ("idle-aware", "bentoml")
 
 
 def gpu_available() -> bool:
@@ -47,8 +48,15 @@ def runner_config() -> dict[str, Any]:
 
     ``runner_connection``: BentoML 1.4 recycles a caller's connection session after 100 requests or 300 s and
     closes the old one while requests are still in flight on it, which fails them under load; the runners are
-    local, so the session is never recycled.
+    local, so the session is never recycled. ``RUNNER_BATCHER`` picks the adaptive batcher (serving/batching.py).
     """
+    from serving import batching
+    from serving.settings import settings
+
+    if settings.runner_batcher not in BATCHERS:
+        raise ValueError(f"RUNNER_BATCHER={settings.runner_batcher!r}: use one of {', '.join(BATCHERS)}")
+    if settings.runner_batcher == "idle-aware":
+        batching.install()
     return {
         "resources": service_resources(),
         "workers": 1,

@@ -64,6 +64,7 @@ class Settings:
     max_image_pixels: int  # MAX_IMAGE_PIXELS: decoded width*height above this is refused (413)
     gateway_workers: int  # GATEWAY_WORKERS: CPU processes decoding images
     runner_queue_batches: int  # RUNNER_QUEUE_BATCHES: full batches each gateway worker may have in a runner at once
+    runner_batcher: str  # RUNNER_BATCHER: "idle-aware" (serving/batching.py) or "bentoml" (BentoML's own batcher)
     device: str  # DEVICE: "auto", "cpu" or "cuda"
     torch_compile: str  # TORCH_COMPILE: "off", or a torch.compile mode for the image towers ("reduce-overhead", ...)
     runner_gpus: str  # RUNNER_GPUS: GPUs each runner declares: "auto" (0.2 when CUDA is visible, else none) or a number
@@ -103,6 +104,7 @@ class Settings:
             max_image_pixels=_int("MAX_IMAGE_PIXELS", 50_000_000),
             gateway_workers=_int("GATEWAY_WORKERS", 1),
             runner_queue_batches=_int("RUNNER_QUEUE_BATCHES", 2),
+            runner_batcher=_str("RUNNER_BATCHER", "idle-aware"),
             device=_str("DEVICE", "auto"),
             torch_compile=_str("TORCH_COMPILE", "off"),
             runner_gpus=_str("RUNNER_GPUS", "auto"),
