@@ -4,12 +4,15 @@ One invocation measures, on the same machine and images (service and naive desig
   1. the service (``--url`` of a running server, or ``--serve`` to start ``bentoml serve`` here);
   2. the naive design: scripts/naive_app.py, one FastAPI/uvicorn process, stock transforms, one unbatched
      fp32 forward per request, same store weights;
-  3. the ceiling: the bare models in a loop at their best batch size, no HTTP and no decoding.
+  3. LitServe: scripts/litserve_app.py, one LitAPI per model with LitServe's batching, same store weights;
+  4. the ceiling: the bare models in a loop at their best batch size, no HTTP and no decoding.
 Images are scikit-image photos re-encoded as JPEG with long sides of 500, 1024, 2048 and 4000 px (mixed).
 Writes results.json, results.md and plot.png to ``--out``.
 
     python scripts/benchmark.py --serve --out docs/benchmarks/cpu-dev          # dev models, this machine
     python scripts/benchmark.py --jobs-only --out docs/benchmarks/jobs-cpu     # the job store: SQLite vs PostgreSQL
+    python scripts/benchmark.py --bulk-only --out docs/benchmarks/bulk-cpu     # python -m bulk vs the HTTP routes
+    python scripts/benchmark.py --history --out docs/benchmarks/history-cpu    # latency before and after a history
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import logging
@@ -27,7 +31,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -36,7 +40,9 @@ if str(ROOT) not in sys.path:
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 
-from scripts.local_server import start_server, stop_server  # noqa: E402
+import psutil  # noqa: E402
+
+from scripts.local_server import Server, process_tree, start_server, stop_server  # noqa: E402
 
 logger = logging.getLogger("benchmark")
 
@@ -69,7 +75,13 @@ def make_images(sizes: list[int]) -> list[bytes]:
 
 async def _one(client: httpx.AsyncClient, system: str, endpoint: str, image: bytes, model: str) -> bool:
     """One request (for service zero-shot: submit a job, then read it with ``?wait=``, the way clients are meant to
-    fetch results); True when it succeeded."""
+    fetch results; for LitServe, JSON with a base64 image, as its docs send images); True when it succeeded."""
+    if system == "litserve":
+        body: dict[str, Any] = {"image": base64.b64encode(image).decode()}
+        if endpoint == "zero-shot":
+            body["classes"] = CLASSES
+        path = f"/zero_shot/{model}" if endpoint == "zero-shot" else f"/{endpoint}"
+        return (await client.post(path, json=body)).status_code == 200
     if endpoint in ("classify", "score"):
         return (await client.post(f"/{endpoint}", content=image)).status_code == 200
     uri = "data:image/jpeg;base64," + base64.b64encode(image).decode()
@@ -135,9 +147,11 @@ def batch_histogram(url: str, service: str, method: str) -> tuple[float, float]:
 
 
 def measure(urls: dict[str, str], endpoints: list[str], levels: list[int], requests: int, images: list[bytes],
-            model: str, rounds: int) -> dict[str, dict[str, list[dict[str, Any]]]]:
+            model: str, rounds: int, servers: dict[str, Server] | None = None) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """Every endpoint and level on every system (``urls``: system -> server), side by side: each level is split
-    into ``rounds`` rounds that alternate between the systems, so drift in the machine's load falls on all alike."""
+    into ``rounds`` rounds that alternate between the systems, so drift in the machine's load falls on all alike.
+    The ``servers`` this run started are paused (SIGSTOP) while another system is measured: LitServe's idle
+    workers poll their queues and would otherwise take CPU from the others."""
     results: dict[str, dict[str, list[dict[str, Any]]]] = {system: {} for system in urls}
     for endpoint in endpoints:
         for level in levels:
@@ -146,8 +160,9 @@ def measure(urls: dict[str, str], endpoints: list[str], levels: list[int], reque
             runs: dict[str, list] = {system: [] for system in urls}
             for r in range(rounds):
                 for system, url in urls.items():
-                    runs[system].append(asyncio.run(run_level(url, system, endpoint, images, level, per_round, model,
-                                                              first=r * per_round)))
+                    with only_running(system, servers or {}):
+                        runs[system].append(asyncio.run(run_level(url, system, endpoint, images, level, per_round,
+                                                                  model, first=r * per_round)))
             for system, parts in runs.items():
                 row = level_row(level, [ms for lat, _, _ in parts for ms in lat], sum(e for _, e, _ in parts),
                                 sum(w for _, _, w in parts))
@@ -159,6 +174,21 @@ def measure(urls: dict[str, str], endpoints: list[str], levels: list[int], reque
                             row["images_per_s"], row["p50_ms"], row["errors"])
                 results[system].setdefault(endpoint, []).append(row)
     return results
+
+
+@contextlib.contextmanager
+def only_running(system: str, servers: dict[str, Server]) -> Iterator[None]:
+    """Suspend every started server but ``system``'s (all their processes) for the block, then resume them."""
+    paused = [p for name, server in servers.items() if name != system for p in process_tree(server)]
+    for proc in paused:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.suspend()
+    try:
+        yield
+    finally:
+        for proc in paused:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.resume()
 
 
 def ceiling(endpoints: list[str], model_name: str, batch_sizes: list[int], seconds: float) -> dict[str, dict]:
@@ -210,7 +240,7 @@ def ceiling(endpoints: list[str], model_name: str, batch_sizes: list[int], secon
     return out
 
 
-def summarise(service: dict, naive: dict, top: dict) -> dict[str, dict[str, Any]]:
+def summarise(service: dict, naive: dict, top: dict, litserve: dict | None = None) -> dict[str, dict[str, Any]]:
     """The ratios the README and notes quote."""
     summary = {}
     for endpoint, rows in service.items():
@@ -221,6 +251,13 @@ def summarise(service: dict, naive: dict, top: dict) -> dict[str, dict[str, Any]
         entry["throughput_ratio_vs_naive"] = {
             c: round(by_level[c]["images_per_s"] / naive_by_level[c]["images_per_s"], 2)
             for c in by_level if c in naive_by_level and naive_by_level[c]["images_per_s"]}
+        peer = {r["concurrency"]: r for r in (litserve or {}).get(endpoint, [])}
+        if peer:
+            entry["throughput_ratio_vs_litserve"] = {
+                c: round(by_level[c]["images_per_s"] / peer[c]["images_per_s"], 2)
+                for c in by_level if c in peer and peer[c]["images_per_s"]}
+            entry["p50_ratio_vs_litserve"] = {c: round(by_level[c]["p50_ms"] / peer[c]["p50_ms"], 2)
+                                              for c in by_level if c in peer and peer[c]["p50_ms"]}
         if 1 in by_level and 1 in naive_by_level:
             entry["overhead_ms_at_c1"] = round(by_level[1]["p50_ms"] - naive_by_level[1]["p50_ms"], 1)
         if endpoint in top:
@@ -241,8 +278,8 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
     for endpoint, rows in report["service"].items():
         lines += [f"## {endpoint}", "", "| system | concurrency | images/s | p50 ms | p95 ms | p99 ms | errors | mean batch |",
                   "|---|---|---|---|---|---|---|---|"]
-        for system in ("service", "naive"):
-            for r in report[system].get(endpoint, []):
+        for system in ("service", "naive", "litserve"):
+            for r in report.get(system, {}).get(endpoint, []):
                 lines.append(f"| {system} | {r['concurrency']} | {r['images_per_s']} | {r['p50_ms']} | {r['p95_ms']} | "
                              f"{r['p99_ms']} | {r['errors']} | {r.get('mean_batch', '')} |")
         if endpoint in report["ceiling"]:
@@ -252,6 +289,9 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
         lines += ["", f"Service / naive throughput by concurrency: {s['throughput_ratio_vs_naive']}. "
                   f"Per-request overhead vs naive at concurrency 1 (p50): {s.get('overhead_ms_at_c1')} ms. "
                   f"Best service throughput / ceiling: {s.get('fraction_of_ceiling')}."]
+        if s.get("throughput_ratio_vs_litserve"):
+            lines += ["", f"Service / LitServe throughput by concurrency: {s['throughput_ratio_vs_litserve']}; "
+                      f"p50 latency service / LitServe: {s['p50_ratio_vs_litserve']}."]
         if s.get("added_ms_over_bare_model_at_c1") is not None:
             lines += ["", f"Service p50 at concurrency 1 minus one bare batch-1 forward "
                       f"({report['ceiling'][endpoint]['batch1_ms']} ms): {s['added_ms_over_bare_model_at_c1']} ms "
@@ -270,8 +310,10 @@ def plot(path: Path, report: dict[str, Any]) -> None:
     endpoints = list(report["service"])
     fig, axes = plt.subplots(2, len(endpoints), figsize=(5 * len(endpoints), 7), squeeze=False)
     for col, endpoint in enumerate(endpoints):
-        for system, style in (("service", "o-"), ("naive", "s--")):
-            rows = report[system].get(endpoint, [])
+        for system, style in (("service", "o-"), ("naive", "s--"), ("litserve", "^-.")):
+            rows = report.get(system, {}).get(endpoint, [])
+            if not rows:
+                continue
             xs = [r["concurrency"] for r in rows]
             axes[0][col].plot(xs, [r["images_per_s"] for r in rows], style, label=system)
             axes[1][col].plot(xs, [r["p95_ms"] for r in rows], style, label=system)
@@ -303,7 +345,15 @@ def main(argv: list[str] | None = None) -> int:
     target.add_argument("--serve", action="store_true", help="start `bentoml serve service:Gateway` for the run")
     target.add_argument("--jobs-only", action="store_true",
                         help="measure the job store instead: SQLite vs PostgreSQL (scripts/bench_jobs.py)")
+    target.add_argument("--bulk-only", action="store_true",
+                        help="measure bulk scoring instead: python -m bulk vs the HTTP routes (scripts/bench_bulk.py)")
+    target.add_argument("--history", action="store_true",
+                        help="latency drift: fresh vs after a burst and idle, per batcher (scripts/bench_history.py)")
+    parser.add_argument("--history-burst", type=int, default=256, help="--history: burst requests per route")
+    parser.add_argument("--history-idle", type=float, default=30, help="--history: idle seconds after the burst")
     parser.add_argument("--jobs", type=int, default=2000, help="--jobs-only: jobs per store, path and level")
+    parser.add_argument("--bulk-images", type=int, default=600, help="--bulk-only: images in the collection")
+    parser.add_argument("--bulk-tasks", default="aesthetic,species", help="--bulk-only: tasks to measure")
     parser.add_argument("--endpoints", default="classify,score,zero-shot")
     parser.add_argument("--concurrency", default="1,8,32,128")
     parser.add_argument("--sizes", default="500,1024,2048,4000", help="long sides of the JPEGs, px")
@@ -312,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ceiling-batches", default="1,8,32,64")
     parser.add_argument("--ceiling-seconds", type=float, default=3.0)
     parser.add_argument("--no-naive", action="store_true")
+    parser.add_argument("--no-litserve", action="store_true", help="leave out the LitServe peer")
     parser.add_argument("--rounds", type=int, default=4,
                         help="rounds per level, alternating service and naive (side by side under the same load)")
     parser.add_argument("--label", default="dev models on this machine")
@@ -325,21 +376,30 @@ def main(argv: list[str] | None = None) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     if args.jobs_only:
         return jobs_only(args, argv, logs)
+    if args.bulk_only:
+        return bulk_only(args, argv, logs)
+    if args.history:
+        return history(args, argv, logs)
     images = make_images(_ints(args.sizes))
-    started = []
-    try:  # both systems are up for the whole run; an idle one uses no CPU
+    servers: dict[str, Server] = {}
+    try:  # every system is up for the whole run; the ones not being measured are paused
         if args.serve:
-            started.append(start_server(logs / "service.log"))
-        urls = {"service": started[0].url if args.serve else args.url}
+            servers["service"] = start_server(logs / "service.log")
+        urls = {"service": servers["service"].url if args.serve else args.url}
         if not args.no_naive:
-            started.append(start_server(logs / "naive.log", command=[
-                sys.executable, str(ROOT / "scripts" / "naive_app.py"), "--port", "{port}"]))
-            urls["naive"] = started[-1].url
-        measured = measure(urls, endpoints, levels, args.requests, images, args.zero_shot_model, args.rounds)
+            servers["naive"] = start_server(logs / "naive.log", command=[
+                sys.executable, str(ROOT / "scripts" / "naive_app.py"), "--port", "{port}"])
+            urls["naive"] = servers["naive"].url
+        if not args.no_litserve:
+            servers["litserve"] = start_server(logs / "litserve.log", ready_path="/health", command=[
+                sys.executable, str(ROOT / "scripts" / "litserve_app.py"), "--port", "{port}"])
+            urls["litserve"] = servers["litserve"].url
+        measured = measure(urls, endpoints, levels, args.requests, images, args.zero_shot_model, args.rounds,
+                           servers)
     finally:
-        for server in started:
+        for server in servers.values():
             stop_server(server)
-    service, naive = measured["service"], measured.get("naive", {})
+    service, naive, litserve = measured["service"], measured.get("naive", {}), measured.get("litserve", {})
     top = ceiling(endpoints, args.zero_shot_model, _ints(args.ceiling_batches), args.ceiling_seconds)
     import torch
 
@@ -357,30 +417,63 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {name: getattr(settings, name) for name in (
             "gateway_workers", "runner_queue_batches", "species_max_batch_size", "aesthetic_max_batch_size",
             "zero_shot_max_batch_size", "torch_compile")},
-        "service": service, "naive": naive, "ceiling": top, "summary": summarise(service, naive, top),
+        "service": service, "naive": naive, "litserve": litserve, "ceiling": top,
+        "summary": summarise(service, naive, top, litserve),
     }
     write_report(args.out, report)
     logger.info("wrote %s", args.out)
     return 0
 
 
-def jobs_only(args: argparse.Namespace, argv: list[str] | None, logs: Path) -> int:
+def _write_side_report(args: argparse.Namespace, argv: list[str] | None, results: dict[str, Any],
+                       markdown: Any) -> int:
+    """results.json and results.md of a --jobs-only or --bulk-only run."""
     import torch
 
-    from scripts import bench_jobs
-
-    levels = _ints(args.concurrency) if args.concurrency != "1,8,32,128" else [1, 32]
     report = {"label": args.label, "command": " ".join(shlex.quote(a) for a in [
                   "python", "scripts/benchmark.py", *(argv or sys.argv[1:])]),
               "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads",
-              **bench_jobs.run(levels, args.jobs, args.rounds, args.requests, logs)}
+              **results}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(report, indent=2))
     (args.out / "results.md").write_text("\n".join([f"# Benchmark: {report['label']}", "",
                                                     f"Command: `{report['command']}`", "",
-                                                    f"Machine: {report['machine']}.", "", *bench_jobs.markdown(report)]))
+                                                    f"Machine: {report['machine']}.", "", *markdown(report)]))
     logger.info("wrote %s", args.out)
     return 0
+
+
+def jobs_only(args: argparse.Namespace, argv: list[str] | None, logs: Path) -> int:
+    from scripts import bench_jobs
+
+    levels = _ints(args.concurrency) if args.concurrency != "1,8,32,128" else [1, 32]
+    return _write_side_report(args, argv, bench_jobs.run(levels, args.jobs, args.rounds, args.requests, logs),
+                              bench_jobs.markdown)
+
+
+def history(args: argparse.Namespace, argv: list[str] | None, logs: Path) -> int:
+    from scripts import bench_history
+
+    sizes = _ints(args.sizes)
+    results = bench_history.run(make_images(sizes), make_images([max(sizes)]), args.requests, args.history_burst,
+                                args.history_idle, args.zero_shot_model, logs)
+    results["history_desc"] = (f"{args.history_burst} JPEGs of {max(sizes)} px per route on /classify and /score "
+                               f"at concurrency 128 with 4 hostile inputs, {args.history_burst} zero-shot jobs at "
+                               f"concurrency 128, then {args.history_idle:.0f} s idle; measurements: "
+                               f"{args.requests} requests per level, JPEGs of {args.sizes} px")
+    return _write_side_report(args, argv, results, bench_history.markdown)
+
+
+def bulk_only(args: argparse.Namespace, argv: list[str] | None, logs: Path) -> int:
+    from scripts import bench_bulk
+
+    concurrency = _ints(args.concurrency)[-1] if args.concurrency != "1,8,32,128" else 32
+    rounds = args.rounds if "--rounds" in (argv or sys.argv[1:]) else 2
+    results = bench_bulk.run(args.bulk_tasks.split(","), args.bulk_images, make_images(_ints(args.sizes)), rounds,
+                             concurrency, logs)
+    results.update(images=f"{', '.join(PHOTOS)} at long sides {args.sizes} px, cycled", rounds=rounds,
+                   concurrency=concurrency)
+    return _write_side_report(args, argv, results, bench_bulk.markdown)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""A short smoke configuration of scripts/benchmark.py: service, naive design and ceiling, side by side."""
+"""A short smoke configuration of scripts/benchmark.py: service, naive design, LitServe and ceiling, side by side."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def test_benchmark_smoke_run_writes_comparable_results(server, tmp_path: Path) -
 
     report = json.loads((out / "results.json").read_text())
     for endpoint in ("classify", "score", "zero-shot"):
-        for system in ("service", "naive"):
+        for system in ("service", "naive", "litserve"):
             rows = report[system][endpoint]
             assert [r["concurrency"] for r in rows] == [1, 2]
             assert [r["requests"] for r in rows] == [4, 4]  # two rounds of two, alternating with the other system
@@ -30,6 +30,7 @@ def test_benchmark_smoke_run_writes_comparable_results(server, tmp_path: Path) -
         assert report["ceiling"][endpoint]["images_per_s"] > 0
         summary = report["summary"][endpoint]
         assert set(summary["throughput_ratio_vs_naive"]) == {"1", "2"}  # JSON keys
+        assert set(summary["throughput_ratio_vs_litserve"]) == set(summary["p50_ratio_vs_litserve"]) == {"1", "2"}
         assert isinstance(summary["overhead_ms_at_c1"], float)
         bare_ms = report["ceiling"][endpoint]["batch1_ms"]
         assert 0 < bare_ms and summary["added_ms_over_bare_model_at_c1"] == pytest.approx(
