@@ -44,13 +44,17 @@ def aesthetic_scores(head: torch.nn.Linear, embeddings: torch.Tensor) -> np.ndar
         return head(embeddings).squeeze(-1).float().cpu().numpy()
 
 
-def load_aesthetic(clip_path: Path, head_path: Path, device: torch.device):
-    """(CLIP model with its image tower, head, preprocess config), all on ``device``."""
+def load_head_entry(head_path: Path, device: torch.device) -> torch.nn.Linear:
+    """The LAION head of a store entry, on ``device``."""
     from safetensors.torch import load_file
 
+    return load_head(load_file(str(Path(head_path) / HEAD_FILE))).to(device)
+
+
+def load_aesthetic(clip_path: Path, head_path: Path, device: torch.device):
+    """(CLIP model with its image tower, head, preprocess config), all on ``device``."""
     clip, cfg = load_clip(clip_path, device, towers=["visual"])
-    head = load_head(load_file(str(Path(head_path) / HEAD_FILE))).to(device)
-    return clip, head, cfg
+    return clip, load_head_entry(head_path, device), cfg
 
 
 @bentoml.service(name="AestheticRunner", **runner_config())
