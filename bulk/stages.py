@@ -82,6 +82,9 @@ class SpeciesStage:
         self.model, self.labels, self.cfg = self.thread.call(load_species, Path(path), self.device)
         self.model = compile_model(self.model, settings.torch_compile)
         self.top_k = top_k
+        # one string width for every block: Ray Data turns the (N, k) array into a tensor column of that width,
+        # and blocks of different widths cannot be combined into the next stage's batches
+        self.label_dtype = f"<U{max(len(label) for label in self.labels)}"
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         from runners.species import predict_species
@@ -96,7 +99,7 @@ class SpeciesStage:
                 raise RuntimeError(f"species model returned {len(tops)} results for {len(ok)} images")
             for i, top in zip(ok, tops):
                 labels[i], scores[i] = top.labels[:self.top_k], top.scores[:self.top_k]
-        return {**batch, "species": np.array(labels, dtype=str), "species_scores": scores}  # (N, k) str: Arrow-ready
+        return {**batch, "species": np.array(labels, dtype=self.label_dtype), "species_scores": scores}
 
 
 class ClipStage:
@@ -115,11 +118,9 @@ class ClipStage:
         self.encode_image = compile_model(clip.encode_image, settings.torch_compile)
         self.head = None
         if head_path is not None:
-            from safetensors.torch import load_file
+            from runners.aesthetic import load_head_entry
 
-            from runners.aesthetic import HEAD_FILE, load_head
-
-            self.head = self.thread.call(lambda: load_head(load_file(str(Path(head_path) / HEAD_FILE))).to(self.device))
+            self.head = self.thread.call(load_head_entry, Path(head_path), self.device)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         pixels = batch.pop(pixels_column(self.stage))
