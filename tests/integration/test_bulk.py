@@ -134,7 +134,10 @@ def test_embeddings_equal_the_http_embed_route(server, collection, scored, alias
 def test_a_killed_run_resumes_and_writes_every_image_exactly_once(collection, scored, tmp_path) -> None:
     _, full = scored
     out = tmp_path / "out"
-    proc = _bulk(collection, out, "--species", "--aesthetic", "--part-rows", "20", start_new_session=True)
+    # small model batches, so results (and parts) arrive through the run rather than in a few large blocks
+    small = {**os.environ, "SPECIES_MAX_BATCH_SIZE": "4", "AESTHETIC_MAX_BATCH_SIZE": "4"}
+    proc = _bulk(collection, out, "--species", "--aesthetic", "--part-rows", "20", "--decode-batch", "4",
+                 start_new_session=True, env=small)
     deadline = time.monotonic() + 300
     while not list(out.glob("part-*.parquet")) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
