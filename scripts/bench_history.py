@@ -1,7 +1,7 @@
 """Does a lone request's latency depend on what the server went through? (``benchmark.py --history``)
 
-For each system (the service with its idle-aware batcher, the same service with ``RUNNER_BATCHER=bentoml``, and
-any peer given), side by side in one run:
+For each system (the service as served: its idle-aware batcher on TCMalloc; the same on glibc's malloc,
+``SERVE_MALLOC=system``; and with BentoML's batcher, ``RUNNER_BATCHER=bentoml``), side by side in one run:
   1. fresh: concurrency 1 (p50/p95) and concurrency 32 (images/s) on ``/classify``, ``/score`` and zero-shot jobs;
   2. history: a burst at concurrency 128 of the largest JPEGs on ``/classify`` and ``/score`` together, with a
      few corrupt (400) and too-large (413) inputs mixed in, then a burst of 128-concurrent zero-shot jobs;
@@ -68,34 +68,38 @@ async def _burst(url: str, images: list[bytes], requests: int, model: str) -> di
     return codes
 
 
-def _phase(url: str, system: str, images: list[bytes], requests: int, model: str) -> dict[str, Any]:
-    from scripts.benchmark import level_row, run_level
+def _phase(servers: dict[str, Server], images: list[bytes], requests: int, model: str,
+           rounds: int) -> dict[str, dict[str, Any]]:
+    """Concurrency 1 and 32 on every endpoint, the systems alternating in ``rounds`` rounds (the others paused),
+    so the machine's own drift falls on all of them alike. system -> endpoint -> figures."""
+    from scripts.benchmark import measure
 
-    out: dict[str, Any] = {}
-    for endpoint in ENDPOINTS:
-        kind = "naive" if system == "naive" else "service"
-        lone = level_row(1, *asyncio.run(run_level(url, kind, endpoint, images, 1, requests, model)))
-        busy = level_row(32, *asyncio.run(run_level(url, kind, endpoint, images, 32, max(64, requests), model)))
-        out[endpoint] = {"c1_p50_ms": lone["p50_ms"], "c1_p95_ms": lone["p95_ms"],
-                         "c32_images_per_s": busy["images_per_s"], "c32_p50_ms": busy["p50_ms"],
-                         "errors": lone["errors"] + busy["errors"]}
-        logger.info("%s %s: c=1 p50 %.1f ms p95 %.1f ms; c=32 %.1f img/s", system, endpoint, lone["p50_ms"],
-                    lone["p95_ms"], busy["images_per_s"])
+    urls = {name: server.url for name, server in servers.items()}
+    measured = measure(urls, list(ENDPOINTS), [1, 32], requests, images, model, rounds, servers)
+    out: dict[str, dict[str, Any]] = {}
+    for name, endpoints in measured.items():
+        for endpoint, (lone, busy) in endpoints.items():
+            out.setdefault(name, {})[endpoint] = {
+                "c1_p50_ms": lone["p50_ms"], "c1_p95_ms": lone["p95_ms"], "c32_images_per_s": busy["images_per_s"],
+                "c32_p50_ms": busy["p50_ms"], "errors": lone["errors"] + busy["errors"]}
     return out
 
 
 def run(images: list[bytes], large: list[bytes], requests: int, burst: int, idle: float, model: str,
-        logs: Path) -> dict[str, Any]:
-    """Fresh, history, idle, after: for the service with each batcher."""
-    systems = {"service": {"RUNNER_BATCHER": "idle-aware"}, "service-bentoml-batcher": {"RUNNER_BATCHER": "bentoml"}}
+        logs: Path, rounds: int = 4) -> dict[str, Any]:
+    """Fresh, history, idle, after: for the service as served, on glibc's malloc, and with BentoML's batcher."""
+    systems = {"service": {"RUNNER_BATCHER": "idle-aware"},
+               "service-glibc-malloc": {"RUNNER_BATCHER": "idle-aware", "SERVE_MALLOC": "system"},
+               "service-bentoml-batcher": {"RUNNER_BATCHER": "bentoml"}}
     report: dict[str, Any] = {"systems": {}}
     with tempfile.TemporaryDirectory(prefix="bench-history-") as tmp:
         servers: dict[str, Server] = {}
         try:
             for name, env in systems.items():
-                servers[name] = start_server(logs / f"{name}.log", {**env, "BENTOML_HOME": own_home(
-                    Path(tmp) / name)})
-            fresh = {name: _phase(s.url, name, images, requests, model) for name, s in servers.items()}
+                home = own_home(Path(tmp) / name)  # and a job store of its own: no job runs on another server
+                servers[name] = start_server(logs / f"{name}.log", {
+                    **env, "BENTOML_HOME": home, "JOB_STORE_PATH": str(Path(home) / "jobs.sqlite")})
+            fresh = _phase(servers, images, requests, model, rounds)
             history = {}
             for name, server in servers.items():
                 started = time.monotonic()
@@ -103,7 +107,7 @@ def run(images: list[bytes], large: list[bytes], requests: int, burst: int, idle
                 logger.info("%s history: %s in %.0f s", name, history[name], time.monotonic() - started)
             logger.info("idle %.0f s", idle)
             time.sleep(idle)
-            after = {name: _phase(s.url, name, images, requests, model) for name, s in servers.items()}
+            after = _phase(servers, images, requests, model, rounds)
         finally:
             for server in servers.values():
                 stop_server(server)

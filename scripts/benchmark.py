@@ -4,7 +4,8 @@ One invocation measures, on the same machine and images (service and naive desig
   1. the service (``--url`` of a running server, or ``--serve`` to start ``bentoml serve`` here);
   2. the naive design: scripts/naive_app.py, one FastAPI/uvicorn process, stock transforms, one unbatched
      fp32 forward per request, same store weights;
-  3. LitServe: scripts/litserve_app.py, one LitAPI per model with LitServe's batching, same store weights;
+  3. LitServe: scripts/litserve_app.py, one LitAPI per model with LitServe's batching, same store weights,
+     one server per model;
   4. the ceiling: the bare models in a loop at their best batch size, no HTTP and no decoding.
 Images are scikit-image photos re-encoded as JPEG with long sides of 500, 1024, 2048 and 4000 px (mixed).
 Writes results.json, results.md and plot.png to ``--out``.
@@ -146,11 +147,13 @@ def batch_histogram(url: str, service: str, method: str) -> tuple[float, float]:
     return total("bentoml_service_adaptive_batch_size_count"), total("bentoml_service_adaptive_batch_size_sum")
 
 
-def measure(urls: dict[str, str], endpoints: list[str], levels: list[int], requests: int, images: list[bytes],
-            model: str, rounds: int, servers: dict[str, Server] | None = None) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    """Every endpoint and level on every system (``urls``: system -> server), side by side: each level is split
+def measure(urls: dict[str, str | dict[str, str]], endpoints: list[str], levels: list[int], requests: int,
+            images: list[bytes], model: str, rounds: int,
+            servers: dict[str, Server] | None = None) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Every endpoint and level on every system (``urls``: system -> server URL, or endpoint -> URL for a system
+    with a server per model, whose ``servers`` are named ``system:endpoint``), side by side: each level is split
     into ``rounds`` rounds that alternate between the systems, so drift in the machine's load falls on all alike.
-    The ``servers`` this run started are paused (SIGSTOP) while another system is measured: LitServe's idle
+    The ``servers`` this run started are paused (SIGSTOP) while another one is measured: LitServe's idle
     workers poll their queues and would otherwise take CPU from the others."""
     results: dict[str, dict[str, list[dict[str, Any]]]] = {system: {} for system in urls}
     for endpoint in endpoints:
@@ -159,8 +162,10 @@ def measure(urls: dict[str, str], endpoints: list[str], levels: list[int], reque
             before = batch_histogram(urls["service"], *RUNNER_OF[endpoint]) if "service" in urls else None
             runs: dict[str, list] = {system: [] for system in urls}
             for r in range(rounds):
-                for system, url in urls.items():
-                    with only_running(system, servers or {}):
+                for system, where in urls.items():
+                    url = where[endpoint] if isinstance(where, dict) else where
+                    key = f"{system}:{endpoint}" if isinstance(where, dict) else system
+                    with only_running(key, servers or {}):
                         runs[system].append(asyncio.run(run_level(url, system, endpoint, images, level, per_round,
                                                                   model, first=r * per_round)))
             for system, parts in runs.items():
@@ -177,9 +182,9 @@ def measure(urls: dict[str, str], endpoints: list[str], levels: list[int], reque
 
 
 @contextlib.contextmanager
-def only_running(system: str, servers: dict[str, Server]) -> Iterator[None]:
-    """Suspend every started server but ``system``'s (all their processes) for the block, then resume them."""
-    paused = [p for name, server in servers.items() if name != system for p in process_tree(server)]
+def only_running(keep: str, servers: dict[str, Server]) -> Iterator[None]:
+    """Suspend every started server but ``servers[keep]`` (all their processes) for the block, then resume them."""
+    paused = [p for name, server in servers.items() if name != keep for p in process_tree(server)]
     for proc in paused:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.suspend()
@@ -390,10 +395,14 @@ def main(argv: list[str] | None = None) -> int:
             servers["naive"] = start_server(logs / "naive.log", command=[
                 sys.executable, str(ROOT / "scripts" / "naive_app.py"), "--port", "{port}"])
             urls["naive"] = servers["naive"].url
-        if not args.no_litserve:
-            servers["litserve"] = start_server(logs / "litserve.log", ready_path="/health", command=[
-                sys.executable, str(ROOT / "scripts" / "litserve_app.py"), "--port", "{port}"])
-            urls["litserve"] = servers["litserve"].url
+        if not args.no_litserve:  # one LitServe server per model: one inference worker each, none idle-polling
+            urls["litserve"] = {}
+            for endpoint in endpoints:
+                path = f"/zero_shot/{args.zero_shot_model}" if endpoint == "zero-shot" else f"/{endpoint}"
+                servers[f"litserve:{endpoint}"] = start_server(
+                    logs / f"litserve-{endpoint}.log", ready_path="/health", command=[
+                        sys.executable, str(ROOT / "scripts" / "litserve_app.py"), "--port", "{port}", "--api", path])
+                urls["litserve"][endpoint] = servers[f"litserve:{endpoint}"].url
         measured = measure(urls, endpoints, levels, args.requests, images, args.zero_shot_model, args.rounds,
                            servers)
     finally:
@@ -456,11 +465,12 @@ def history(args: argparse.Namespace, argv: list[str] | None, logs: Path) -> int
 
     sizes = _ints(args.sizes)
     results = bench_history.run(make_images(sizes), make_images([max(sizes)]), args.requests, args.history_burst,
-                                args.history_idle, args.zero_shot_model, logs)
+                                args.history_idle, args.zero_shot_model, logs, args.rounds)
     results["history_desc"] = (f"{args.history_burst} JPEGs of {max(sizes)} px per route on /classify and /score "
                                f"at concurrency 128 with 4 hostile inputs, {args.history_burst} zero-shot jobs at "
                                f"concurrency 128, then {args.history_idle:.0f} s idle; measurements: "
-                               f"{args.requests} requests per level, JPEGs of {args.sizes} px")
+                               f"{args.requests} requests per level in {args.rounds} rounds alternating between the systems, "
+                               f"JPEGs of {args.sizes} px")
     return _write_side_report(args, argv, results, bench_history.markdown)
 
 
