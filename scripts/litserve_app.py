@@ -8,7 +8,8 @@ takes the annotation as the FastAPI request type, and no annotation means a JSON
 entries as the service (SPECIES_MODEL, AESTHETIC_*, ZERO_SHOT_*) through the same load functions, so all
 systems run the same weights.
 
-    python scripts/litserve_app.py --port 3200
+    python scripts/litserve_app.py --port 3200                  # all four APIs in one server
+    python scripts/litserve_app.py --port 3201 --api /score     # one model per server, as the benchmark runs it
 """
 
 from __future__ import annotations
@@ -141,11 +142,19 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=3200)
+    parser.add_argument("--api", action="append", dest="paths", metavar="PATH",
+                        help="serve only this API path (repeatable), e.g. /score; default: all four")
     args = parser.parse_args()
-    apis = [SpeciesAPI(api_path="/classify", **BATCH), AestheticAPI(api_path="/score", **BATCH),
-            ZeroShotAPI(ZERO_SHOT_L14_NAME, "zero_shot_l14_model", **BATCH),
-            ZeroShotAPI(ZERO_SHOT_B32_NAME, "zero_shot_b32_model", **BATCH)]
-    server = ls.LitServer(apis, accelerator="auto", workers_per_device=1, timeout=300)
+    zero_shot = {ZERO_SHOT_L14_NAME: "zero_shot_l14_model", ZERO_SHOT_B32_NAME: "zero_shot_b32_model"}
+    apis = {"/classify": lambda: SpeciesAPI(api_path="/classify", **BATCH),
+            "/score": lambda: AestheticAPI(api_path="/score", **BATCH),
+            **{f"/zero_shot/{name}": (lambda name=name, tag=tag: ZeroShotAPI(name, tag, **BATCH))
+               for name, tag in zero_shot.items()}}
+    unknown = sorted(set(args.paths or ()) - set(apis))
+    if unknown:
+        parser.error(f"unknown --api {', '.join(unknown)}; choose from {', '.join(apis)}")
+    server = ls.LitServer([make() for path, make in apis.items() if path in (args.paths or apis)],
+                          accelerator="auto", workers_per_device=1, timeout=300)
     server.run(host="127.0.0.1", port=args.port, generate_client_file=False)
 
 

@@ -35,5 +35,8 @@ def test_benchmark_smoke_run_writes_comparable_results(server, tmp_path: Path) -
         bare_ms = report["ceiling"][endpoint]["batch1_ms"]
         assert 0 < bare_ms and summary["added_ms_over_bare_model_at_c1"] == pytest.approx(
             report["service"][endpoint][0]["p50_ms"] - bare_ms, abs=0.051)
+    for endpoint, path in (("classify", "/classify"), ("score", "/score"), ("zero-shot", "/zero_shot/")):
+        log = (out / "logs" / f"litserve-{endpoint}.log").read_text()  # one LitServe server per model
+        assert path in log and all(p not in log for p in ("/classify", "/score", "/zero_shot/") if p != path)
     assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "scripts/benchmark.py --url" in (out / "results.md").read_text()
