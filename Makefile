@@ -35,7 +35,7 @@ models: install  ## register every model in the BentoML store if missing
 serve: install  ## register models if missing, then serve on http://localhost:$(PORT)
 	settings=$$($(PY) scripts/save_models.py all $(SAVE_ARGS)) || \
 	  { $(if $(SAVE_HINT),echo "Hint: $(SAVE_HINT)" >&2;) exit 2; } && \
-	env $$settings $$($(PY) -m serving.allocator) $(VENV)/bin/bentoml serve service:Gateway --port $(PORT)
+	env $$settings $(VENV)/bin/bentoml serve service:Gateway --port $(PORT)
 
 bento: install  ## build the versioned Bento (models registered if missing; DEV=1 for dev models)
 	settings=$$($(PY) scripts/save_models.py all $(SAVE_ARGS)) && \

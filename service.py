@@ -25,7 +25,6 @@ from capabilities.zero_shot_rest import rest
 from runners.aesthetic import AestheticRunner
 from runners.species import SpeciesRunner
 from runners.zero_shot import ClipL14Runner, OpenClipB32Laion2bRunner, OpenClipB32Runner
-from serving import allocator
 from serving.admission import RunnerGate
 from serving.middleware import GuardMiddleware, RawImageBodyMiddleware
 from serving.schemas import ClassifyResponse, EmbedResponse, JobAccepted, JobStatus, ScoreResponse, ScoresResponse, ZeroShotResult
@@ -77,7 +76,6 @@ class Gateway:
     @bentoml.on_startup
     async def start_job_worker(self) -> None:
         self.zero_shot_jobs.start()
-        allocator.announce()
         ui.announce()
 
     @bentoml.on_shutdown

@@ -14,8 +14,6 @@ from pathlib import Path
 import httpx
 import psutil
 
-from serving.allocator import preload_env
-
 ROOT = Path(__file__).resolve().parents[1]
 
 BENTOML = str(Path(sys.executable).with_name("bentoml"))
@@ -48,16 +46,13 @@ def own_home(folder: Path) -> str:
 def start_server(log: Path, env: dict[str, str] | None = None, timeout: float = 180,
                  target: str = "service:Gateway", cwd: Path = ROOT, command: list[str] | None = None,
                  ready_path: str = "/readyz") -> Server:
-    """Run ``bentoml serve TARGET`` (the project, or a Bento tag), or ``command`` with ``{port}`` filled in, on
-    TCMalloc unless ``env`` says SERVE_MALLOC=system (serving/allocator.py), and wait until ``ready_path`` answers
-    200."""
+    """Run ``bentoml serve TARGET`` (the project, or a Bento tag), or ``command`` with ``{port}`` filled in,
+    and wait until ``ready_path`` answers 200."""
     port = free_port()
     argv = [a.format(port=port) for a in command] if command else [
         BENTOML, "serve", target, "--host", "127.0.0.1", "--port", str(port)]
-    environ = {**os.environ, **(env or {})}
-    environ.update(preload_env(environ))
     with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, cwd=cwd, env=environ, stdout=out,
+        proc = subprocess.Popen(argv, cwd=cwd, env={**os.environ, **(env or {})}, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     server = Server(f"http://127.0.0.1:{port}", proc, log)
     deadline = time.monotonic() + timeout
