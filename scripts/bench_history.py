@@ -1,7 +1,7 @@
 """Does a lone request's latency depend on what the server went through? (``benchmark.py --history``)
 
-For each system (the service as served: its idle-aware batcher on TCMalloc; the same on glibc's malloc,
-``SERVE_MALLOC=system``; and with BentoML's batcher, ``RUNNER_BATCHER=bentoml``), side by side in one run:
+For each system (the service with its idle-aware batcher, and the same service with BentoML's,
+``RUNNER_BATCHER=bentoml``), side by side in one run:
   1. fresh: concurrency 1 (p50/p95) and concurrency 32 (images/s) on ``/classify``, ``/score`` and zero-shot jobs;
   2. history: a burst at concurrency 128 of the largest JPEGs on ``/classify`` and ``/score`` together, with a
      few corrupt (400) and too-large (413) inputs mixed in, then a burst of 128-concurrent zero-shot jobs;
@@ -87,10 +87,8 @@ def _phase(servers: dict[str, Server], images: list[bytes], requests: int, model
 
 def run(images: list[bytes], large: list[bytes], requests: int, burst: int, idle: float, model: str,
         logs: Path, rounds: int = 4) -> dict[str, Any]:
-    """Fresh, history, idle, after: for the service as served, on glibc's malloc, and with BentoML's batcher."""
-    systems = {"service": {"RUNNER_BATCHER": "idle-aware"},
-               "service-glibc-malloc": {"RUNNER_BATCHER": "idle-aware", "SERVE_MALLOC": "system"},
-               "service-bentoml-batcher": {"RUNNER_BATCHER": "bentoml"}}
+    """Fresh, history, idle, after: for the service with each batcher."""
+    systems = {"service": {"RUNNER_BATCHER": "idle-aware"}, "service-bentoml-batcher": {"RUNNER_BATCHER": "bentoml"}}
     report: dict[str, Any] = {"systems": {}}
     with tempfile.TemporaryDirectory(prefix="bench-history-") as tmp:
         servers: dict[str, Server] = {}
