@@ -74,6 +74,11 @@ def make_images(sizes: list[int]) -> list[bytes]:
     return out
 
 
+def litserve_path(endpoint: str, model: str) -> str:
+    """The LitServe peer's route for a benchmark endpoint (scripts/litserve_app.py)."""
+    return f"/zero_shot/{model}" if endpoint == "zero-shot" else f"/{endpoint}"
+
+
 async def _one(client: httpx.AsyncClient, system: str, endpoint: str, image: bytes, model: str) -> bool:
     """One request (for service zero-shot: submit a job, then read it with ``?wait=``, the way clients are meant to
     fetch results; for LitServe, JSON with a base64 image, as its docs send images); True when it succeeded."""
@@ -81,8 +86,7 @@ async def _one(client: httpx.AsyncClient, system: str, endpoint: str, image: byt
         body: dict[str, Any] = {"image": base64.b64encode(image).decode()}
         if endpoint == "zero-shot":
             body["classes"] = CLASSES
-        path = f"/zero_shot/{model}" if endpoint == "zero-shot" else f"/{endpoint}"
-        return (await client.post(path, json=body)).status_code == 200
+        return (await client.post(litserve_path(endpoint, model), json=body)).status_code == 200
     if endpoint in ("classify", "score"):
         return (await client.post(f"/{endpoint}", content=image)).status_code == 200
     uri = "data:image/jpeg;base64," + base64.b64encode(image).decode()
@@ -398,10 +402,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_litserve:  # one LitServe server per model: one inference worker each, none idle-polling
             urls["litserve"] = {}
             for endpoint in endpoints:
-                path = f"/zero_shot/{args.zero_shot_model}" if endpoint == "zero-shot" else f"/{endpoint}"
                 servers[f"litserve:{endpoint}"] = start_server(
                     logs / f"litserve-{endpoint}.log", ready_path="/health", command=[
-                        sys.executable, str(ROOT / "scripts" / "litserve_app.py"), "--port", "{port}", "--api", path])
+                        sys.executable, str(ROOT / "scripts" / "litserve_app.py"), "--port", "{port}",
+                        "--api", litserve_path(endpoint, args.zero_shot_model)])
                 urls["litserve"][endpoint] = servers[f"litserve:{endpoint}"].url
         measured = measure(urls, endpoints, levels, args.requests, images, args.zero_shot_model, args.rounds,
                            servers)
@@ -469,8 +473,8 @@ def history(args: argparse.Namespace, argv: list[str] | None, logs: Path) -> int
     results["history_desc"] = (f"{args.history_burst} JPEGs of {max(sizes)} px per route on /classify and /score "
                                f"at concurrency 128 with 4 hostile inputs, {args.history_burst} zero-shot jobs at "
                                f"concurrency 128, then {args.history_idle:.0f} s idle; measurements: "
-                               f"{args.requests} requests per level in {args.rounds} rounds alternating between the systems, "
-                               f"JPEGs of {args.sizes} px")
+                               f"{args.requests} requests per level in {args.rounds} rounds alternating between "
+                               f"the systems, JPEGs of {args.sizes} px")
     return _write_side_report(args, argv, results, bench_history.markdown)
 
 
