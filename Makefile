@@ -17,7 +17,8 @@ SAVE_ARGS += $(if $(HEAD),--head $(HEAD))
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 BUILD_ID ?= $(shell git describe --always --dirty --abbrev=8 2>/dev/null || date -u +%Y%m%d%H%M%S)
 BENTO_TAG = vision-serve:$(VERSION)-$(BUILD_ID)
-RUNNER_GPUS ?= 0.2
+# Each runner's share of one GPU in a built Bento: 1 / number of runners (catalog.py).
+RUNNER_GPUS ?= $(shell python3 -c "import catalog; print(catalog.gpu_share())")
 
 .PHONY: install models serve test bento bench bench-gpu clean
 

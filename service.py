@@ -1,7 +1,8 @@
 """The BentoML gateway: wires the model runners to the capabilities that handle each public route.
 
-No weights load here; each model runs in its own BentoML service under ``runners/``, and each capability keeps
-its request handling in its own module under ``capabilities/``.
+No weights load here; each model runs in its own BentoML service built from its catalog entry (``catalog.py``,
+:mod:`runners`), and each capability keeps its request handling in its own module under ``capabilities/``,
+declaring the raw-body routes and the runners (so the gates) it needs.
 """
 
 from __future__ import annotations
@@ -13,65 +14,57 @@ from typing import Any
 import bentoml
 from starlette.applications import Starlette
 
-from capabilities import health, ui
+import catalog
+import runners
+from capabilities import health, ui, zero_shot
 from capabilities.aesthetic import Aesthetic
 from capabilities.common import gather_or_cancel  # noqa: F401  (part of this module's interface)
 from capabilities.embedding import Embedding
 from capabilities.species import Species
-from capabilities.zero_shot import MODELS as ZERO_SHOT_MODELS
-from capabilities.zero_shot import ZeroShot
-from capabilities.zero_shot_jobs import ZeroShotJobs
-from capabilities.zero_shot_rest import rest
-from runners.aesthetic import AestheticRunner
-from runners.species import SpeciesRunner
-from runners.zero_shot import ClipL14Runner, OpenClipB32Laion2bRunner, OpenClipB32Runner
+from capabilities.zero_shot import ZeroShot, ZeroShotConfig, ZeroShotJobs
 from serving.admission import RunnerGate
 from serving.middleware import GuardMiddleware, RawImageBodyMiddleware
 from serving.schemas import ClassifyResponse, EmbedResponse, JobAccepted, JobStatus, ScoreResponse, ScoresResponse, ZeroShotResult
-from serving.settings import ZERO_SHOT_B32_LAION2B_NAME, ZERO_SHOT_B32_NAME, ZERO_SHOT_L14_NAME, settings
-from serving.zero_shot import ZeroShotConfig
+from serving.settings import settings
 
-for _package in ("capabilities", "runners", "serving"):  # their INFO lines (ready, /ui, job recovery) in the log
+for _package in ("capabilities", "runners", "engines", "serving", "jobs"):  # their INFO lines in the log
     logging.getLogger(_package).setLevel(logging.INFO)
 
+CAPABILITIES = (Species, Aesthetic, Embedding, ZeroShot)
+RUNNERS = runners.services()  # catalog key -> runner service
+RAW_BODY_ROUTES = tuple(dict.fromkeys(route for cap in CAPABILITIES for route in getattr(cap, "RAW_ROUTES", ())))
 
-@bentoml.service(name="VisionGateway", workers=settings.gateway_workers, traffic={"timeout": 120})
-@bentoml.asgi_app(rest, path="/api")
-@bentoml.asgi_app(Starlette(routes=[*health.routes, *ui.routes]), path="/")
+
+def gates() -> dict[str, RunnerGate]:
+    """One gate per runner the capabilities call: calls in flight per runner from this worker, a couple of full
+    batches, so the runner's queue stays short."""
+    needed = dict.fromkeys(entry for cap in CAPABILITIES for entry in cap.needs())
+    out = {}
+    for entry in needed:
+        size, latency_ms = settings.batch(entry)
+        out[entry.key] = RunnerGate(settings.runner_queue_batches * size, latency_ms / 1000)
+    return out
+
+
 class Gateway:
-    """Public API: POST /classify and /score (raw image bodies), zero-shot classification as jobs, GET /ui."""
+    """Public API: POST /classify and /score (raw image bodies), zero-shot classification as jobs, GET /ui.
 
-    species = bentoml.depends(SpeciesRunner)
-    aesthetic = bentoml.depends(AestheticRunner)
-    zero_shot_l14 = bentoml.depends(ClipL14Runner)
-    zero_shot_b32 = bentoml.depends(OpenClipB32Runner)
-    zero_shot_b32_laion2b = bentoml.depends(OpenClipB32Laion2bRunner)
-    # Read for preprocessing configs only; the runners load the weights.
-    species_model = bentoml.models.BentoModel(settings.species_model)
-    aesthetic_clip_model = bentoml.models.BentoModel(settings.aesthetic_clip_model)
-    zero_shot_l14_model = bentoml.models.BentoModel(settings.zero_shot_l14_model)
-    zero_shot_b32_model = bentoml.models.BentoModel(settings.zero_shot_b32_model)
-    zero_shot_b32_laion2b_model = bentoml.models.BentoModel(settings.zero_shot_b32_laion2b_model)
+    Its runner dependencies (``species``, ``aesthetic``, ``zero_shot_l14``, ...) and store references are set
+    from the catalog below, before BentoML reads the class."""
 
     def __init__(self) -> None:
-        # Calls in flight per runner from this worker: a couple of full batches, so the runner's queue stays short.
-        batches = settings.runner_queue_batches
-        self.gates = {
-            "species": RunnerGate(batches * settings.species_max_batch_size, settings.species_max_latency_ms / 1000),
-            "aesthetic": RunnerGate(batches * settings.aesthetic_max_batch_size,
-                                    settings.aesthetic_max_latency_ms / 1000),
-            **{name: RunnerGate(batches * settings.zero_shot_max_batch_size, settings.zero_shot_max_latency_ms / 1000)
-               for name in ZERO_SHOT_MODELS},
-        }
-        # Runners are read at call time, so the dependency proxies (or a test's fakes) are used as set.
-        self.species_api = Species(lambda: self.species, self.gates)
-        self.aesthetic_api = Aesthetic(lambda: self.aesthetic, self.gates)
-        zero_shot = {ZERO_SHOT_L14_NAME: lambda: self.zero_shot_l14, ZERO_SHOT_B32_NAME: lambda: self.zero_shot_b32,
-                     ZERO_SHOT_B32_LAION2B_NAME: lambda: self.zero_shot_b32_laion2b}
-        self.zero_shot_api = ZeroShot(zero_shot, self.gates)
-        self.embedding_api = Embedding({"aesthetic": lambda: self.aesthetic, **zero_shot}, self.gates)
+        self.gates = gates()
+
+        def runner(key: str) -> Any:  # read at call time, so the dependency proxies (or a test's fakes) are used
+            return getattr(self, key)
+
+        self.species_api = Species(runner, self.gates)
+        self.aesthetic_api = Aesthetic(runner, self.gates)
+        self.zero_shot_api = ZeroShot(runner, self.gates)
+        self.embedding_api = Embedding(runner, self.gates)
         self.class_memo = self.zero_shot_api.class_memo
         self.zero_shot_jobs = ZeroShotJobs(self.zero_shot_api)
+        zero_shot.bind(self.zero_shot_jobs)
 
     @bentoml.on_startup
     async def start_job_worker(self) -> None:
@@ -154,6 +147,13 @@ class Gateway:
         return await self.zero_shot_api.models()
 
 
-Gateway.add_asgi_middleware(RawImageBodyMiddleware, routes=("/classify", "/score", "/scores", "/embed"))
+for _key, _runner in RUNNERS.items():
+    setattr(Gateway, _key, bentoml.depends(_runner))
+for _entry in catalog.MODELS:  # read for preprocessing configs; the runners load the weights
+    setattr(Gateway, f"{_entry.name.replace('-', '_')}_ref", bentoml.models.BentoModel(settings.tag(_entry.name)))
+Gateway = bentoml.service(name="VisionGateway", workers=settings.gateway_workers, traffic={"timeout": 120})(
+    bentoml.asgi_app(zero_shot.rest, path="/api")(
+        bentoml.asgi_app(Starlette(routes=[*health.routes, *ui.routes]), path="/")(Gateway)))
+Gateway.add_asgi_middleware(RawImageBodyMiddleware, routes=RAW_BODY_ROUTES)
 Gateway.add_asgi_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes, api_key=settings.api_key or None,
                             max_in_flight=settings.gateway_max_concurrency, open_paths=(health.PATH, *ui.PATHS))

@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 
+import catalog
 from bulk.inputs import IMAGE_EXTENSIONS, InputError
 from serving.errors import ServiceError
 
@@ -27,8 +28,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     tasks.add_argument("--species", action="store_true", help="top-k iNat21 species (EVA02-L/14@336)")
     tasks.add_argument("--aesthetic", action="store_true", help="LAION aesthetic score, clamped and raw")
     tasks.add_argument("--embedding", default="", metavar="MODELS",
-                       help="comma-separated CLIP towers: b16 (clip-vit-b16-openai), l14 (clip-vit-large-patch14), "
-                            "b32 (open-clip-vit-b32), b32-laion2b (open-clip-vit-b32-laion2b)")
+                       help="comma-separated CLIP towers: " + ", ".join(f"{m.alias} ({m.name})"
+                                                                         for m in catalog.embedding_models()))
     tasks.add_argument("--top-k", type=int, default=3, help="species per image, 1-10 (default 3)")
     inputs = parser.add_argument_group("inputs and output")
     inputs.add_argument("--column", default="path", help="the column of paths in a .parquet/.csv SOURCE")

@@ -19,17 +19,16 @@ import pyarrow as pa
 from bulk.inputs import list_inputs
 from bulk.output import Parts
 from bulk.stages import ClipStage, SpeciesStage, decode_batch, embedding_column
+import catalog
 from capabilities.aesthetic import clamp_score
-from capabilities.embedding import ALIASES, TOWERS
-from serving import model_store
+from model_store import DEV, open_entry
 from serving.settings import settings
 
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
-TOWER_ALIAS = {name: alias for alias, name in ALIASES.items()}
-ENV_PREFIXES = ("BENTOML_HOME", "SPECIES_", "AESTHETIC_", "ZERO_SHOT_", "DEVICE", "TORCH_COMPILE", "MAX_IMAGE_PIXELS",
-                "HF_", "OMP_")
+ENV_PREFIXES = ("BENTOML_HOME", "DEVICE", "TORCH_COMPILE", "MAX_IMAGE_PIXELS", "HF_", "OMP_",
+                *(m.setting for m in catalog.MODELS), *(f"{b.prefix}_" for b in catalog.batchings()))
 
 
 @dataclass
@@ -48,36 +47,36 @@ class Plan:
 
 
 def make_plan(species: bool, aesthetic: bool, embeddings: list[str], top_k: int) -> Plan:
-    """The stages for the chosen tasks, from the same store entries (and settings) as the service."""
-    from runners.aesthetic import SAVE_HINT as AESTHETIC_HINT
-    from runners.species import SAVE_HINT as SPECIES_HINT
-    from runners.zero_shot import SAVE_HINT as CLIP_HINT
-
+    """The stages for the chosen tasks, from the same catalog entries, store entries and settings as the
+    service."""
     plan = Plan(description={"tasks": [], "models": {}})
     tasks, models = plan.description["tasks"], plan.description["models"]
     if species:
-        entry = model_store.require(settings.species_model, SPECIES_HINT)
-        plan.stages.append(Stage("species", SpeciesStage, {"path": entry.path, "top_k": top_k},
-                                 entry.info.metadata["preprocess"], settings.species_max_batch_size))
+        model = catalog.species_model()
+        entry = open_entry(model.name)
+        plan.stages.append(Stage("species", SpeciesStage, {"model": model.name, "tag": entry.tag, "top_k": top_k},
+                                 entry.meta.require_preprocess().model_dump(mode="json"), settings.batch(model)[0]))
         tasks.append(f"species(top_k={top_k})")
-        models["species"] = model_store.describe(entry)
-    towers = [ALIASES["b16"]] if aesthetic else []
+        models["species"] = entry.describe()
+    scored = catalog.aesthetic_tower()
+    towers = [scored.name] if aesthetic else []
     towers += [n for n in embeddings if n not in towers]
     for name in towers:
-        alias = TOWER_ALIAS[name]
-        entry = model_store.require(TOWERS[name][0], CLIP_HINT)
+        model = catalog.entry(name)
+        alias = model.alias or name
+        entry = open_entry(name)
         head = None
-        if aesthetic and alias == "b16":
-            head = model_store.require(settings.aesthetic_head_model, AESTHETIC_HINT)
-            models["aesthetic_head"] = model_store.describe(head)
+        if aesthetic and model.head:
+            head = open_entry(model.head)
+            models["aesthetic_head"] = head.describe()
             tasks.append("aesthetic")
         if name in embeddings:
             tasks.append(f"embedding({alias})")
-        kwargs = {"stage": alias, "path": entry.path, "towers": list(entry.info.metadata["towers"]),
-                  "head_path": head.path if head else None, "embedding": name in embeddings}
-        batch = settings.aesthetic_max_batch_size if alias == "b16" else settings.zero_shot_max_batch_size
-        plan.stages.append(Stage(alias, ClipStage, kwargs, entry.info.metadata["preprocess"], batch))
-        models[alias] = model_store.describe(entry)
+        kwargs = {"stage": alias, "model": name, "tag": entry.tag, "head": head.entry.name if head else None,
+                  "head_tag": head.tag if head else None, "embedding": name in embeddings}
+        plan.stages.append(Stage(alias, ClipStage, kwargs, entry.meta.require_preprocess().model_dump(mode="json"),
+                                 settings.batch(model)[0]))
+        models[alias] = entry.describe()
     return plan
 
 
@@ -97,7 +96,7 @@ def to_table(batch: dict[str, np.ndarray], plan: Plan) -> pa.Table:
             columns["species_scores"] = pa.array([None if b else v.tolist() for v, b in
                                                   zip(batch["species_scores"], bad)], pa.list_(pa.float32()))
             continue
-        if "aesthetic_raw" in batch and stage.kwargs["head_path"]:
+        if "aesthetic_raw" in batch and stage.kwargs["head"]:
             raw = np.asarray(batch["aesthetic_raw"], np.float32)
             columns["aesthetic_score"] = pa.array([clamp_score(float(r)) for r in raw], pa.float32(), mask=bad)
             columns["aesthetic_raw"] = pa.array(raw, pa.float32(), mask=bad)
@@ -183,7 +182,7 @@ def run(source: str, out: str, *, species: bool, aesthetic: bool, embeddings: li
     summary: dict[str, Any] = {"source": source, "out": out, "inputs": len(inputs), "already_done": len(done),
                                "processed": 0, "ok": 0, "errors": {}, "models": plan.description["models"],
                                "tasks": plan.description["tasks"]}
-    dev = [k for k, m in plan.description["models"].items() if m["variant"] == model_store.DEV]
+    dev = [k for k, m in plan.description["models"].items() if m["variant"] == DEV]
     if dev:
         logger.warning("DEV models (random weights, meaningless scores) for: %s", ", ".join(dev))
     errors: Counter[str] = Counter()

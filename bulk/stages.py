@@ -1,20 +1,20 @@
 """The Ray Data stages: decoding in CPU tasks, then one actor class per model.
 
-Decoding and preprocessing are the service's own (:mod:`serving.imaging`); the actors load their store entries
-and run them with the runners' own pure functions (``load_species``/``predict_species``, ``load_clip``/
-``image_embeddings``/``aesthetic_scores``), so bulk rows equal the service's answers for the same images.
+Decoding and preprocessing are the service's own (:mod:`serving.imaging`); the actors load their store entries'
+inference engines (:mod:`engines`), the same ones the service's runners call, so bulk rows equal the service's
+answers for the same images.
 Rows that could not be decoded keep their error and zero pixels, which the actors skip.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bulk.inputs import read_bytes
+from engines.thread import InferenceThread
 from serving.errors import ServiceError
 from serving.imaging import PreprocessConfig, decode_image, draft_size, preprocess
 
@@ -56,71 +56,65 @@ def decode_batch(batch: dict[str, np.ndarray], cfgs: dict[str, dict[str, Any]], 
             "error_detail": np.array(details, dtype=object), **{pixels_column(s): p for s, p in pixels.items()}}
 
 
-def _inference_thread(name: str, num_threads: int):
-    """(device, the one thread for all of this actor's torch work): Ray Data calls an actor's ``__call__`` on
-    another thread than its constructor, and a second thread calling torch on CPU costs each forward its own
-    OpenMP team (see ``runners._torch.InferenceThread``)."""
-    import torch
-
-    from runners._torch import InferenceThread, pick_device
+def _engines(name: str, paths: dict[str, str], num_threads: int) -> tuple[InferenceThread, dict[str, Any]]:
+    """(the one thread for all of this actor's inference work, the engine of each catalog entry in ``paths``):
+    Ray Data calls an actor's ``__call__`` on another thread than its constructor, and a second thread calling
+    torch on CPU costs each forward its own OpenMP team (see :class:`engines.thread.InferenceThread`). Each
+    engine is the one its store entry names, as in the service's runners."""
+    import engines
+    from model_store import open_entry
     from serving.settings import settings
 
     thread = InferenceThread(name)
-    thread.call(torch.set_num_threads, max(1, num_threads))
-    return pick_device(settings.device), thread
+    if num_threads > 0:
+        thread.call(_set_threads, num_threads)
+    options = engines.EngineOptions(device=settings.device, compile=settings.torch_compile, threads=num_threads)
+    return thread, {entry: thread.call(engines.load, open_entry(entry, tag), options) for entry, tag in paths.items()}
+
+
+def _set_threads(n: int) -> None:
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(max(1, n))
 
 
 class SpeciesStage:
     """Actor: top-k species of the decoded rows, as ``species`` (labels) and ``species_scores``."""
 
-    def __init__(self, path: str, top_k: int, num_threads: int) -> None:
-        from runners._torch import compile_model
-        from runners.species import load_species
-        from serving.settings import settings
-
-        self.device, self.thread = _inference_thread("species", num_threads)
-        self.model, self.labels, self.cfg = self.thread.call(load_species, Path(path), self.device)
-        self.model = compile_model(self.model, settings.torch_compile)
+    def __init__(self, model: str, tag: str, top_k: int, num_threads: int) -> None:
+        self.thread, found = _engines("species", {model: tag}, num_threads)
+        self.engine = found[model]
         self.top_k = top_k
         # one string width for every block: Ray Data turns the (N, k) array into a tensor column of that width,
         # and blocks of different widths cannot be combined into the next stage's batches
-        self.label_dtype = f"<U{max(len(label) for label in self.labels)}"
+        self.label_dtype = f"<U{max(len(label) for label in self.engine.labels)}"
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        from runners.species import predict_species
-
         pixels = batch.pop(pixels_column("species"))
         ok = np.flatnonzero(batch["error"] == "")
         labels = [[""] * self.top_k for _ in range(len(pixels))]
         scores = np.full((len(pixels), self.top_k), np.nan, np.float32)
         if len(ok):
-            tops = self.thread.call(predict_species, self.model, self.labels, self.cfg, pixels[ok], self.device)
-            if len(tops) != len(ok):
-                raise RuntimeError(f"species model returned {len(tops)} results for {len(ok)} images")
-            for i, top in zip(ok, tops):
-                labels[i], scores[i] = top.labels[:self.top_k], top.scores[:self.top_k]
+            top, indices = self.thread.call(self.engine.classify, pixels[ok], self.top_k)
+            if len(top) != len(ok):
+                raise RuntimeError(f"species model returned {len(top)} results for {len(ok)} images")
+            for i, s, idx in zip(ok, top, indices):
+                labels[i], scores[i] = [self.engine.labels[j] for j in idx], s
         return {**batch, "species": np.array(labels, dtype=self.label_dtype), "species_scores": scores}
 
 
 class ClipStage:
-    """Actor: one CLIP image tower for the decoded rows: its embedding as ``embedding_<alias>`` and, for the
-    ViT-B/16 with the LAION head, ``aesthetic_raw``."""
+    """Actor: one CLIP image tower for the decoded rows: its embedding as ``embedding_<alias>`` and, for a tower
+    with a head (the ViT-B/16 with the LAION head), ``aesthetic_raw``."""
 
-    def __init__(self, stage: str, path: str, towers: list[str], head_path: str | None, embedding: bool,
+    def __init__(self, stage: str, model: str, tag: str, head: str | None, head_tag: str | None, embedding: bool,
                  num_threads: int) -> None:
-        from runners._clip import load_clip
-        from runners._torch import compile_model
-        from serving.settings import settings
-
-        self.device, self.thread = _inference_thread(stage, num_threads)
+        paths = {model: tag, **({head: head_tag} if head else {})}
+        self.thread, found = _engines(stage, paths, num_threads)
+        self.tower, self.head = found[model], found.get(head) if head else None
         self.stage, self.embedding = stage, embedding
-        clip, self.cfg = self.thread.call(load_clip, Path(path), self.device, towers=towers)
-        self.encode_image = compile_model(clip.encode_image, settings.torch_compile)
-        self.head = None
-        if head_path is not None:
-            from runners.aesthetic import load_head_entry
-
-            self.head = self.thread.call(load_head_entry, Path(head_path), self.device)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         pixels = batch.pop(pixels_column(self.stage))
@@ -138,14 +132,10 @@ class ClipStage:
         return out
 
     def _infer(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Embeddings (and aesthetic scores) of a batch; a batch with no decoded image runs one black image, so
-        the columns keep their width."""
-        from runners._clip import image_embeddings
-        from runners.aesthetic import aesthetic_scores
-
-        vectors = image_embeddings(self.encode_image, self.cfg, pixels, self.device)
-        raw = aesthetic_scores(self.head, vectors) if self.head is not None else None
-        return vectors.cpu().numpy(), raw
+        """Embeddings (and head outputs) of a batch; a batch with no decoded image runs one black image, so the
+        columns keep their width."""
+        vectors = self.tower.embed_images(pixels)
+        return vectors, (self.head.apply(vectors) if self.head is not None else None)
 
 
 def embedding_column(stage: str) -> str:

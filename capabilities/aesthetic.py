@@ -9,20 +9,18 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import bentoml
 import numpy as np
 from starlette.responses import Response
 
-from capabilities.common import answer_batch, fail, image_batch, model_headers, request_body, run_model
-from runners.aesthetic import SAVE_HINT
-from serving import model_store
+import catalog
+from capabilities.common import Runners, answer_batch, fail, image_batch, model_headers, request_body, run_model
+from model_store import DEV, RELEASE, open_entry
 from serving.admission import RunnerGate
 from serving.errors import ServiceError
-from serving.imaging import PreprocessConfig
 from serving.schemas import ScoreBatchResponse, ScoreModelInfo, ScoreResponse, ScoresResponse
-from serving.settings import settings
 
 logger = logging.getLogger(__name__)
 
@@ -37,23 +35,33 @@ def clamp_score(raw: float) -> float:
 class Aesthetic:
     """Decodes and preprocesses for the aesthetic runner, clamps its regression output and shapes the answer.
 
-    ``runner`` and ``gates["aesthetic"]`` are read at call time, as in :class:`capabilities.species.Species`.
+    The tower is the catalog entry with a head; ``runners(key)`` and ``gates[key]`` are read at call time, as in
+    :class:`capabilities.species.Species`.
     """
 
-    def __init__(self, runner: Callable[[], Any], gates: Mapping[str, RunnerGate]) -> None:
-        clip = model_store.require(settings.aesthetic_clip_model, SAVE_HINT)
-        head = model_store.require(settings.aesthetic_head_model, SAVE_HINT)
-        self.cfg = PreprocessConfig.model_validate(clip.info.metadata["preprocess"])
-        tower, head_info = model_store.describe(clip), model_store.describe(head)
-        dev = model_store.DEV in (tower["variant"], head_info["variant"])
-        self.info = ScoreModelInfo(tag=tower["tag"], variant=model_store.DEV if dev else model_store.RELEASE,
+    RAW_ROUTES = ("/score", "/scores")
+
+    @staticmethod
+    def needs() -> list[catalog.ModelEntry]:
+        """The runners this capability calls, for the gates it needs."""
+        return [catalog.aesthetic_tower()]
+
+    def __init__(self, runners: Runners, gates: Mapping[str, RunnerGate]) -> None:
+        self.model = catalog.aesthetic_tower()
+        clip = open_entry(self.model.name)
+        head = open_entry(self.model.head)
+        self.cfg = clip.meta.require_preprocess()
+        tower, head_info = clip.describe(), head.describe()
+        dev = DEV in (tower["variant"], head_info["variant"])
+        self.info = ScoreModelInfo(tag=tower["tag"], variant=DEV if dev else RELEASE,
                                    head=head_info["tag"], head_variant=head_info["variant"])
-        self._runner, self._gates = runner, gates
+        self._runners, self._gates = runners, gates
 
     async def _raw(self, pixels: np.ndarray) -> list[float]:
         """One runner call for the whole batch; the head's outputs, checked to be finite."""
+        key = self.model.key
         raws = [float(r) for r in await run_model(
-            self._gates["aesthetic"].call(self._runner().to_async.score, pixels), "aesthetic")]
+            self._gates[key].call(self._runners(key).to_async.score, pixels), "aesthetic")]
         if not all(math.isfinite(r) for r in raws):
             logger.error("aesthetic head returned %r", raws)
             raise ServiceError(503, "inference_failed", "The aesthetic model failed; retry shortly.")

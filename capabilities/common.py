@@ -19,6 +19,8 @@ from serving.settings import settings
 
 logger = logging.getLogger(__name__)
 
+Runners = Callable[[str], Any]  # a catalog key ("species", "aesthetic", "zero_shot_l14", ...) -> its runner client
+
 
 def request_body(image: bytes, ctx: bentoml.Context) -> bytes:
     """The raw body; BentoML hands an empty body over as ``b"{}"``, so the header tells them apart."""

@@ -1,42 +1,27 @@
 """Image embeddings: ``POST /embed?model=NAME``, the L2-normalised CLIP image embedding of a raw image body.
 
-The towers are the ones the other capabilities serve: OpenAI CLIP ViT-B/16 (the aesthetic runner's), CLIP
-ViT-L/14 and both OpenCLIP ViT-B/32s (the zero-shot runners'). Bulk scoring (:mod:`bulk`) writes the same
-vectors for whole collections, under the short names in ``ALIASES``.
+The towers are the catalog's CLIP entries with an embedding alias, the ones the other capabilities serve: OpenAI
+CLIP ViT-B/16 (the aesthetic runner's), CLIP ViT-L/14 and both OpenCLIP ViT-B/32s (the zero-shot runners'). Bulk
+scoring (:mod:`bulk`) writes the same vectors for whole collections, under the short names in ``ALIASES``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import bentoml
 import numpy as np
 from starlette.responses import Response
 
-from capabilities.common import fail, image_batch, model_headers, request_body, run_model
-from runners.zero_shot import SAVE_HINT
-from serving import model_store
+import catalog
+from capabilities.common import Runners, fail, image_batch, model_headers, request_body, run_model
+from model_store import open_entry
 from serving.admission import RunnerGate
 from serving.errors import ServiceError
-from serving.imaging import PreprocessConfig
 from serving.schemas import EmbedResponse, ModelInfo
-from serving.settings import (
-    AESTHETIC_CLIP_NAME,
-    ZERO_SHOT_B32_LAION2B_NAME,
-    ZERO_SHOT_B32_NAME,
-    ZERO_SHOT_L14_NAME,
-    settings,
-)
 
-# Model name -> (store tag, the gate and runner that hold the tower, the runner method).
-TOWERS = {
-    AESTHETIC_CLIP_NAME: (settings.aesthetic_clip_model, "aesthetic", "embed"),
-    ZERO_SHOT_L14_NAME: (settings.zero_shot_l14_model, ZERO_SHOT_L14_NAME, "embed_images"),
-    ZERO_SHOT_B32_NAME: (settings.zero_shot_b32_model, ZERO_SHOT_B32_NAME, "embed_images"),
-    ZERO_SHOT_B32_LAION2B_NAME: (settings.zero_shot_b32_laion2b_model, ZERO_SHOT_B32_LAION2B_NAME, "embed_images"),
-}
-ALIASES = {"b16": AESTHETIC_CLIP_NAME, "l14": ZERO_SHOT_L14_NAME, "b32": ZERO_SHOT_B32_NAME,
-           "b32-laion2b": ZERO_SHOT_B32_LAION2B_NAME}
+TOWERS = {m.name: m for m in catalog.embedding_models()}
+ALIASES = catalog.aliases()
 
 
 def tower_name(raw: str | None) -> str:
@@ -53,21 +38,28 @@ def tower_name(raw: str | None) -> str:
 class Embedding:
     """Decodes and preprocesses for the tower's runner and shapes its answer.
 
-    ``runners[gate]`` returns the runner client that holds a tower ("aesthetic" or a zero-shot model name), and
-    ``gates[gate]`` admits calls to it; both are read at call time.
+    ``runners(key)`` returns the runner client that holds a tower (the catalog entry's key) and ``gates[key]``
+    admits calls to it; both are read at call time.
     """
 
-    def __init__(self, runners: Mapping[str, Callable[[], Any]], gates: Mapping[str, RunnerGate]) -> None:
-        entries = {name: model_store.require(tag, SAVE_HINT) for name, (tag, _, _) in TOWERS.items()}
-        self.cfgs = {name: PreprocessConfig.model_validate(e.info.metadata["preprocess"]) for name, e in entries.items()}
-        self.infos = {name: ModelInfo(**model_store.describe(e)) for name, e in entries.items()}
+    RAW_ROUTES = ("/embed",)
+
+    @staticmethod
+    def needs() -> list[catalog.ModelEntry]:
+        """The runners this capability calls, for the gates it needs."""
+        return list(TOWERS.values())
+
+    def __init__(self, runners: Runners, gates: Mapping[str, RunnerGate]) -> None:
+        entries = {name: open_entry(name) for name in TOWERS}
+        self.cfgs = {name: e.meta.require_preprocess() for name, e in entries.items()}
+        self.infos = {name: ModelInfo(**e.describe()) for name, e in entries.items()}
         self._runners, self._gates = runners, gates
 
     async def embeddings(self, name: str, pixels: np.ndarray) -> np.ndarray:
         """One runner call: L2-normalised embeddings ``(N, D)`` of preprocessed images for tower ``name``."""
-        _, gate, method = TOWERS[name]
-        call = getattr(self._runners[gate]().to_async, method)
-        return np.asarray(await run_model(self._gates[gate].call(call, pixels), name))
+        key = TOWERS[name].key
+        call = self._runners(key).to_async.embed_images
+        return np.asarray(await run_model(self._gates[key].call(call, pixels), name))
 
     async def embed(self, image: bytes, ctx: bentoml.Context) -> EmbedResponse | Response:
         try:

@@ -4,20 +4,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import bentoml
 import numpy as np
 from starlette.responses import Response
 
-from capabilities.common import answer_batch, fail, image_batch, model_headers, request_body, run_model
-from runners.species import SAVE_HINT
-from serving import model_store
+import catalog
+from capabilities.common import Runners, answer_batch, fail, image_batch, model_headers, request_body, run_model
+from model_store import open_entry
 from serving.admission import RunnerGate
 from serving.errors import ServiceError
-from serving.imaging import PreprocessConfig
 from serving.schemas import ClassifyBatchResponse, ClassifyResponse, ModelInfo, Prediction
-from serving.settings import settings
 
 MAX_TOP_K = 10
 
@@ -34,19 +32,29 @@ def parse_top_k(raw: str | None) -> int:
 class Species:
     """Decodes and preprocesses for the species runner and shapes its answer.
 
-    ``runner`` returns the runner client when called and ``gates["species"]`` admits calls to it; both are read at
-    call time, so the composing service (or a test) may swap them.
+    ``runners(key)`` returns the classifier's runner client and ``gates[key]`` admits calls to it (``key`` being
+    the catalog entry's, ``species``); both are read at call time, so the composing service (or a test) may swap
+    them.
     """
 
-    def __init__(self, runner: Callable[[], Any], gates: Mapping[str, RunnerGate]) -> None:
-        entry = model_store.require(settings.species_model, SAVE_HINT)
-        self.cfg = PreprocessConfig.model_validate(entry.info.metadata["preprocess"])
-        self.info = ModelInfo(**model_store.describe(entry))
-        self._runner, self._gates = runner, gates
+    RAW_ROUTES = ("/classify",)
+
+    @staticmethod
+    def needs() -> list[catalog.ModelEntry]:
+        """The runners this capability calls, for the gates it needs."""
+        return [catalog.species_model()]
+
+    def __init__(self, runners: Runners, gates: Mapping[str, RunnerGate]) -> None:
+        self.model = catalog.species_model()
+        entry = open_entry(self.model.name)
+        self.cfg = entry.meta.require_preprocess()
+        self.info = ModelInfo(**entry.describe())
+        self._runners, self._gates = runners, gates
 
     async def _predict(self, pixels: np.ndarray) -> list[Any]:
         """One runner call for the whole batch."""
-        return await run_model(self._gates["species"].call(self._runner().to_async.predict, pixels), "species")
+        key = self.model.key
+        return await run_model(self._gates[key].call(self._runners(key).to_async.predict, pixels), "species")
 
     def _answer(self, top: Any, top_k: int) -> ClassifyResponse:
         return ClassifyResponse(predictions=[Prediction(species=s, label=s, score=p)

@@ -1,4 +1,4 @@
-"""Register the service's models in the BentoML model store.
+"""Register the service's models (catalog.py) in the BentoML model store, through :mod:`model_store`.
 
     python scripts/save_models.py species                    # EVA02-L iNat21 from the Hugging Face Hub
     python scripts/save_models.py species --from-dir ./eva02 # offline import of a local checkpoint
@@ -23,14 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from scripts.aesthetic_head import save_head  # noqa: E402
-from scripts.clip_models import AESTHETIC_CLIP, ZERO_SHOT_CLIPS, save_clip  # noqa: E402
-from scripts.species_model import SPECIES_ARCH, SPECIES_REPO, save_species  # noqa: E402
-from serving.model_store import SaveError  # noqa: E402
-from serving.settings import ZERO_SHOT_B32_LAION2B_NAME, ZERO_SHOT_B32_NAME, ZERO_SHOT_L14_NAME  # noqa: E402
-
-ZERO_SHOT_SETTINGS = {ZERO_SHOT_L14_NAME: "ZERO_SHOT_L14_MODEL", ZERO_SHOT_B32_NAME: "ZERO_SHOT_B32_MODEL",
-                      ZERO_SHOT_B32_LAION2B_NAME: "ZERO_SHOT_B32_LAION2B_MODEL"}
+import catalog  # noqa: E402
+from model_store.save import SaveOptions, save_group  # noqa: E402
+from model_store.store import SaveError  # noqa: E402
 
 logger = logging.getLogger("save_models")
 
@@ -45,21 +40,34 @@ def _source_args(parser: argparse.ArgumentParser, what: str) -> None:
                         help="with --dev: random weights in the real architecture (version 'bench', for benchmarks)")
 
 
+def _models(group: str) -> list[catalog.ModelEntry]:
+    return [m for m in catalog.MODELS if m.group == group]
+
+
+def _help(group: str) -> str:
+    return "; ".join(m.description for m in _models(group))
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """One subcommand per catalog group (species, aesthetic, zero-shot) and ``all``."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="model", required=True)
-    sp = sub.add_parser("species", help=f"EVA02-L iNat21 classifier ({SPECIES_REPO})")
-    _source_args(sp, "EVA02 classifier")
-    sp.add_argument("--labels", type=Path, help='JSON of class names, keys "0".."9999" in model index order')
-    sp.add_argument("--arch", default=SPECIES_ARCH, help="timm config used when --from-dir has no config.json")
-    ae = sub.add_parser("aesthetic", help="CLIP ViT-B/16 image tower + LAION aesthetic head")
-    _source_args(ae, "CLIP ViT-B/16")
-    ae.add_argument("--head", type=Path, help="local sa_0_4_vit_b_16_linear.pth (default: models/aesthetic/, else download)")
-    zs = sub.add_parser("zero-shot", help="CLIP ViT-L/14 (OpenAI), OpenCLIP XLM-R ViT-B/32 (multilingual) and "
-                                             "ViT-B/32 (LAION-2B), both towers")
-    _source_args(zs, "CLIP model")
-    zs.add_argument("--model", dest="model_name", choices=list(ZERO_SHOT_CLIPS),
-                    help="only this model (required with --from-dir)")
+    for group in catalog.GROUPS:
+        models = _models(group)
+        kinds = {m.kind for m in models}
+        weights = [m for m in models if m.kind != "linear-head"]
+        sp = sub.add_parser(group, help=_help(group))
+        _source_args(sp, " or ".join(m.name for m in weights))
+        if "timm-classifier" in kinds:
+            sp.add_argument("--labels", type=Path, help='JSON of class names, keys "0".."N-1" in model index order')
+            sp.add_argument("--arch", help="timm config used when --from-dir has no config.json (default: the "
+                                           "catalog's)")
+        if "linear-head" in kinds:
+            sp.add_argument("--head", type=Path, help="local head file, e.g. sa_0_4_vit_b_16_linear.pth (default: "
+                                                      "models/aesthetic/, else download)")
+        if len(weights) > 1:
+            sp.add_argument("--model", dest="model_name", choices=[m.name for m in weights],
+                            help="only this model (required with --from-dir)")
     al = sub.add_parser("all", help="every model the service uses, from the hub or as dev models")
     al.add_argument("--dev", action="store_true", help="tiny random-initialised models, labelled dev")
     al.add_argument("--labels", type=Path, help="class names for the species classifier")
@@ -72,30 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def save(args: argparse.Namespace) -> dict[str, str]:
     """Run the saves ``args`` ask for; return {setting: tag}."""
-    tags: dict[str, str] = {}
-    from_dir, revision = getattr(args, "from_dir", None), getattr(args, "revision", None)
-    if args.full_size and not args.dev:
-        raise SaveError("--full-size only goes with --dev: it registers random weights for speed measurements.")
-    if args.model in ("species", "all"):
-        model = save_species(dev=args.dev, from_dir=from_dir, labels=args.labels, revision=revision,
-                             arch=getattr(args, "arch", SPECIES_ARCH), force=args.force,
-                             full_size=args.full_size)
-        tags["SPECIES_MODEL"] = str(model.tag)
-    if args.model in ("aesthetic", "all"):
-        clip = save_clip(AESTHETIC_CLIP, dev=args.dev, from_dir=from_dir, revision=revision, force=args.force,
-                         full_size=args.full_size)
-        tags["AESTHETIC_CLIP_MODEL"] = str(clip.tag)
-        tags["AESTHETIC_HEAD_MODEL"] = str(save_head(args.head, force=args.force, dev=args.dev).tag)
-    if args.model in ("zero-shot", "all"):
-        chosen = getattr(args, "model_name", None)
-        if from_dir is not None and chosen is None:
-            raise SaveError(f"--from-dir imports one model: add --model with one of {', '.join(ZERO_SHOT_CLIPS)}.")
-        for name, spec in ZERO_SHOT_CLIPS.items():
-            if chosen in (None, name):
-                model = save_clip(spec, dev=args.dev, from_dir=from_dir, revision=revision, force=args.force,
-                                  full_size=args.full_size)
-                tags[ZERO_SHOT_SETTINGS[name]] = str(model.tag)
-    return tags
+    options = SaveOptions(dev=args.dev, from_dir=getattr(args, "from_dir", None),
+                          revision=getattr(args, "revision", None), force=args.force, full_size=args.full_size,
+                          labels=getattr(args, "labels", None), arch=getattr(args, "arch", None),
+                          head=getattr(args, "head", None))
+    return save_group(args.model, options, only=getattr(args, "model_name", None))
 
 
 def main(argv: list[str] | None = None) -> int:

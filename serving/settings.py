@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Mapping
 
-SPECIES_MODEL_NAME = "eva02-inat21"
-AESTHETIC_CLIP_NAME = "clip-vit-b16-openai"
-AESTHETIC_HEAD_NAME = "laion-aesthetic-vit-b16"
-ZERO_SHOT_L14_NAME = "clip-vit-large-patch14"
-ZERO_SHOT_B32_NAME = "open-clip-vit-b32"  # multilingual (XLM-R text tower), as in vitrivr's feature-extraction-server
-ZERO_SHOT_B32_LAION2B_NAME = "open-clip-vit-b32-laion2b"  # English
+import catalog
 
 
 def _int(name: str, default: int) -> int:
@@ -32,18 +28,11 @@ def _str(name: str, default: str) -> str:
 class Settings:
     """Values the service reads at start-up. Each field names its environment variable."""
 
-    species_model: str  # SPECIES_MODEL: store tag, e.g. "eva02-inat21:latest" or "eva02-inat21:dev"
-    species_max_batch_size: int  # SPECIES_MAX_BATCH_SIZE
-    species_max_latency_ms: int  # SPECIES_MAX_LATENCY_MS: budget for a request waiting to start
-    aesthetic_clip_model: str  # AESTHETIC_CLIP_MODEL: store tag of the CLIP ViT-B/16 image tower
-    aesthetic_head_model: str  # AESTHETIC_HEAD_MODEL: store tag of the LAION head
-    aesthetic_max_batch_size: int  # AESTHETIC_MAX_BATCH_SIZE
-    aesthetic_max_latency_ms: int  # AESTHETIC_MAX_LATENCY_MS
-    zero_shot_l14_model: str  # ZERO_SHOT_L14_MODEL: store tag of CLIP ViT-L/14 (both towers)
-    zero_shot_b32_model: str  # ZERO_SHOT_B32_MODEL: store tag of the multilingual OpenCLIP XLM-R ViT-B/32
-    zero_shot_b32_laion2b_model: str  # ZERO_SHOT_B32_LAION2B_MODEL: store tag of the English OpenCLIP ViT-B/32
-    zero_shot_max_batch_size: int  # ZERO_SHOT_MAX_BATCH_SIZE: images (or prompts) per forward pass
-    zero_shot_max_latency_ms: int  # ZERO_SHOT_MAX_LATENCY_MS
+    # Per catalog entry, its store tag from the entry's setting (SPECIES_MODEL, AESTHETIC_CLIP_MODEL, ...; default
+    # "<name>:latest"), and per batching group (SPECIES, AESTHETIC, ZERO_SHOT) its <PREFIX>_MAX_BATCH_SIZE and
+    # <PREFIX>_MAX_LATENCY_MS (the budget for a request waiting to start): see catalog.py.
+    model_tags: Mapping[str, str]
+    batching: Mapping[str, tuple[int, int]]
     zero_shot_text_cache: int  # ZERO_SHOT_TEXT_CACHE: class embeddings kept per model (LRU)
     zero_shot_max_classes: int  # ZERO_SHOT_MAX_CLASSES: classes per request
     zero_shot_max_class_chars: int  # ZERO_SHOT_MAX_CLASS_CHARS: characters per class name
@@ -67,23 +56,23 @@ class Settings:
     runner_batcher: str  # RUNNER_BATCHER: "idle-aware" (serving/batching.py) or "bentoml" (BentoML's own batcher)
     device: str  # DEVICE: "auto", "cpu" or "cuda"
     torch_compile: str  # TORCH_COMPILE: "off", or a torch.compile mode for the image towers ("reduce-overhead", ...)
-    runner_gpus: str  # RUNNER_GPUS: GPUs each runner declares: "auto" (0.2 when CUDA is visible, else none) or a number
+    runner_gpus: str  # RUNNER_GPUS: GPUs each runner declares: "auto" (1 / number of runners when CUDA is visible, else none) or a number
+
+    def tag(self, name: str) -> str:
+        """The store tag of the catalog entry ``name``."""
+        return self.model_tags[name]
+
+    def batch(self, entry: catalog.ModelEntry) -> tuple[int, int]:
+        """(max batch size, max latency in ms) of ``entry``'s runner."""
+        assert entry.batching is not None, f"{entry.name} has no runner of its own"
+        return self.batching[entry.batching.prefix]
 
     @classmethod
     def from_env(cls) -> "Settings":
         return cls(
-            species_model=_str("SPECIES_MODEL", f"{SPECIES_MODEL_NAME}:latest"),
-            species_max_batch_size=_int("SPECIES_MAX_BATCH_SIZE", 32),
-            species_max_latency_ms=_int("SPECIES_MAX_LATENCY_MS", 10_000),
-            aesthetic_clip_model=_str("AESTHETIC_CLIP_MODEL", f"{AESTHETIC_CLIP_NAME}:latest"),
-            aesthetic_head_model=_str("AESTHETIC_HEAD_MODEL", f"{AESTHETIC_HEAD_NAME}:latest"),
-            aesthetic_max_batch_size=_int("AESTHETIC_MAX_BATCH_SIZE", 64),
-            aesthetic_max_latency_ms=_int("AESTHETIC_MAX_LATENCY_MS", 10_000),
-            zero_shot_l14_model=_str("ZERO_SHOT_L14_MODEL", f"{ZERO_SHOT_L14_NAME}:latest"),
-            zero_shot_b32_model=_str("ZERO_SHOT_B32_MODEL", f"{ZERO_SHOT_B32_NAME}:latest"),
-            zero_shot_b32_laion2b_model=_str("ZERO_SHOT_B32_LAION2B_MODEL", f"{ZERO_SHOT_B32_LAION2B_NAME}:latest"),
-            zero_shot_max_batch_size=_int("ZERO_SHOT_MAX_BATCH_SIZE", 64),
-            zero_shot_max_latency_ms=_int("ZERO_SHOT_MAX_LATENCY_MS", 10_000),
+            model_tags={m.name: _str(m.setting, f"{m.name}:latest") for m in catalog.MODELS},
+            batching={b.prefix: (_int(f"{b.prefix}_MAX_BATCH_SIZE", b.max_batch_size),
+                                 _int(f"{b.prefix}_MAX_LATENCY_MS", b.max_latency_ms)) for b in catalog.batchings()},
             zero_shot_text_cache=_int("ZERO_SHOT_TEXT_CACHE", 8192),
             zero_shot_max_classes=_int("ZERO_SHOT_MAX_CLASSES", 256),
             zero_shot_max_class_chars=_int("ZERO_SHOT_MAX_CLASS_CHARS", 200),

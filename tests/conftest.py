@@ -71,8 +71,8 @@ def laion_head() -> Path:
 def aesthetic_models():
     """(dev CLIP ViT-B/16 image tower, head) in the test store: the real LAION head when ../shared has it, else
     the dev head, so the tests run on a bare clone too."""
-    from scripts.aesthetic_head import save_dev_head, save_head
-    from scripts.clip_models import AESTHETIC_CLIP, save_clip
+    from model_store.linear_head import save_dev_head, save_head
+    from model_store.clip import AESTHETIC_CLIP, save_clip
 
     head = save_head(REAL_HEAD) if REAL_HEAD.is_file() else save_dev_head()
     assert str(head.tag) == HEAD_TAG
@@ -82,7 +82,7 @@ def aesthetic_models():
 @pytest.fixture(scope="session")
 def zero_shot_models() -> dict:
     """Both dev zero-shot CLIPs (image and text towers) in the test store, by API model id."""
-    from scripts.clip_models import ZERO_SHOT_CLIPS, save_clip
+    from model_store.clip import ZERO_SHOT_CLIPS, save_clip
 
     return {name: save_clip(spec, dev=True) for name, spec in ZERO_SHOT_CLIPS.items()}
 
@@ -90,7 +90,7 @@ def zero_shot_models() -> dict:
 @pytest.fixture(scope="session")
 def species_dev_model():
     """The dev species model in the test store, with real iNat21 names when ../shared is present."""
-    from scripts.species_model import save_species
+    from model_store.timm_classifier import save_species
 
     return save_species(dev=True, labels=REAL_LABELS if REAL_LABELS.is_file() else None)
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from runners._torch import autocast, to_normalised
-from runners.species import load_species, preprocess_batch
+from engines.torch.common import autocast, to_normalised
+from engines.torch.classifier import load_species, preprocess_batch
 from serving.imaging import decode_image, preprocess
 from tests.conftest import encode, photo
 
@@ -36,7 +36,7 @@ def test_cuda_bf16_matches_cpu_fp32(species_dev_model) -> None:
 
 
 def test_cuda_aesthetic_scores_match_cpu(aesthetic_models) -> None:
-    from runners.aesthetic import load_aesthetic
+    from engines.torch.head import load_aesthetic
 
     clip, head = aesthetic_models
     results = []
@@ -53,13 +53,14 @@ def test_torch_compile_with_cuda_graphs_answers_like_eager(species_dev_model, mo
     import asyncio
     import dataclasses
 
-    import runners.species as species
+    import runners.factory as factory
+    from runners import services
 
-    eager = species.SpeciesRunner.inner()
+    eager = services()["species"].inner()
     batch = np.stack([preprocess(decode_image(encode(photo(n)), 10**8), eager.cfg) for n in ("chelsea", "coffee")])
     expected = asyncio.run(eager.predict(batch))
-    monkeypatch.setattr(species, "settings", dataclasses.replace(species.settings, torch_compile="reduce-overhead"))
-    compiled = species.SpeciesRunner.inner()
+    monkeypatch.setattr(factory, "settings", dataclasses.replace(factory.settings, torch_compile="reduce-overhead"))
+    compiled = services()["species"].inner()
     for images, want in ((batch, expected), (batch[:1], expected[:1]), (batch, expected)):  # graphs replayed
         got = asyncio.run(compiled.predict(images))
         assert [g.labels[0] for g in got] == [w.labels[0] for w in want]

@@ -11,14 +11,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from runners._clip import CONFIG_FILE, WEIGHTS_FILE, load_clip
-from scripts.aesthetic_head import HEAD_SHA256, fetch_head, read_head_file, save_head
-from scripts.clip_models import AESTHETIC_CLIP, ClipSpec, make_dev_folder, save_clip
-from serving.model_store import SaveError, sha256_file
+from engines.torch.clip import CONFIG_FILE, WEIGHTS_FILE, load_clip
+from model_store.linear_head import HEAD_SHA256, fetch_head, read_head_file, save_head
+from model_store.clip import AESTHETIC_CLIP, ClipSpec, make_dev_folder, save_clip
+from model_store import SaveError, sha256_file
 
 
 def test_real_laion_head_loads_strictly(laion_head: Path) -> None:
-    from runners.aesthetic import load_head
+    from engines.torch.head import load_head
 
     head = load_head(read_head_file(laion_head))
     assert head.in_features == 512 and head.out_features == 1
@@ -147,8 +147,8 @@ def test_loader_refuses_weights_for_other_towers(aesthetic_models, tmp_path: Pat
 
 
 def test_dev_save_without_any_head_registers_the_labelled_dev_head(tmp_path: Path, monkeypatch, caplog) -> None:
-    import scripts.aesthetic_head as aesthetic_head
-    from runners.aesthetic import load_head
+    import model_store.linear_head as aesthetic_head
+    from engines.torch.head import load_head
 
     monkeypatch.setattr(aesthetic_head, "DEFAULT_HEAD_PATH", tmp_path / "absent" / "sa_0_4_vit_b_16_linear.pth")
     with caplog.at_level("WARNING"):
@@ -163,7 +163,7 @@ def test_dev_save_without_any_head_registers_the_labelled_dev_head(tmp_path: Pat
 
 
 def test_without_dev_a_head_that_cannot_be_had_is_an_error(tmp_path: Path, monkeypatch) -> None:
-    import scripts.aesthetic_head as aesthetic_head
+    import model_store.linear_head as aesthetic_head
 
     monkeypatch.setattr(aesthetic_head, "DEFAULT_HEAD_PATH", tmp_path / "absent" / "sa_0_4_vit_b_16_linear.pth")
     with pytest.raises(SaveError, match="--head PATH"):
@@ -181,20 +181,22 @@ def test_a_dev_head_makes_the_score_answer_dev(aesthetic_models, monkeypatch) ->
     import dataclasses
 
     import capabilities.aesthetic
-    from scripts.aesthetic_head import save_dev_head
+    import serving.settings
+    from model_store.linear_head import save_dev_head
 
     dev = save_dev_head()
-    monkeypatch.setattr(capabilities.aesthetic, "settings",
-                        dataclasses.replace(capabilities.aesthetic.settings, aesthetic_head_model=str(dev.tag)))
-    info = capabilities.aesthetic.Aesthetic(lambda: None, {}).info
+    settings = serving.settings.settings
+    tags = {**settings.model_tags, "laion-aesthetic-vit-b16": str(dev.tag)}
+    monkeypatch.setattr(serving.settings, "settings", dataclasses.replace(settings, model_tags=tags))
+    info = capabilities.aesthetic.Aesthetic(lambda key: None, {}).info
     assert info.model_dump() == {"tag": "clip-vit-b16-openai:dev", "variant": "dev",
                                  "head": "laion-aesthetic-vit-b16:dev", "head_variant": "dev"}
 
 
 def test_multilingual_from_dir_import_keeps_embeddings_and_needs_its_tokenizer(tmp_path: Path) -> None:
-    from runners._clip import create_open_clip
-    from runners.zero_shot import load_zero_shot
-    from scripts.clip_models import ZERO_SHOT_CLIPS
+    from engines.torch.clip import create_open_clip
+    from engines.torch.clip import load_zero_shot
+    from model_store.clip import ZERO_SHOT_CLIPS
 
     spec = ClipSpec("clip-xlmr-roundtrip-test", "xlm-roberta-base-ViT-B-32", "laion5b_s13b_b90k", "MIT",
                     ("visual", "text"), hf_text=ZERO_SHOT_CLIPS["open-clip-vit-b32"].hf_text)

@@ -21,7 +21,7 @@ def attention_ops(forward) -> dict[str, int]:
 
 
 def test_eva02_attention_is_fused(species_dev_model) -> None:
-    from runners.species import load_species
+    from engines.torch.classifier import load_species
 
     model, _, cfg = load_species(Path(species_dev_model.path), torch.device("cpu"))
     ops = attention_ops(lambda: model(torch.randn(2, 3, cfg.height, cfg.width)))
@@ -31,7 +31,7 @@ def test_eva02_attention_is_fused(species_dev_model) -> None:
 @pytest.mark.parametrize("name", ["open-clip-vit-b32-laion2b", "open-clip-vit-b32"])
 def test_clip_image_and_text_attention_is_fused(zero_shot_models, name: str) -> None:
     """open_clip's own text transformer, and the Hugging Face XLM-R text tower of the multilingual ViT-B/32."""
-    from runners.zero_shot import load_zero_shot
+    from engines.torch.clip import load_zero_shot
 
     model, tokenizer, cfg, _ = load_zero_shot(Path(zero_shot_models[name].path), torch.device("cpu"))
     image = attention_ops(lambda: model.encode_image(torch.randn(2, 3, cfg.height, cfg.width)))

@@ -96,7 +96,7 @@ def test_decoding_matches_the_service_path_and_records_errors_per_row(tmp_path) 
 
 def _plan() -> Plan:
     return Plan(stages=[Stage("species", object, {}, {}, 8),
-                        Stage("b16", object, {"head_path": "h", "embedding": True}, {}, 8)],
+                        Stage("b16", object, {"head": "laion-aesthetic-vit-b16", "embedding": True}, {}, 8)],
                 description={"tasks": ["species(top_k=2)", "aesthetic", "embedding(b16)"], "models": {}})
 
 

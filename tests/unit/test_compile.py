@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from runners._torch import compile_model, warm_up_sizes
+from engines.torch.common import compile_model, warm_up_sizes
 from serving.imaging import decode_image, preprocess
 from tests.conftest import encode, photo
 
@@ -25,16 +25,17 @@ def test_off_leaves_the_model_as_it_is_and_unknown_modes_are_refused() -> None:
 def test_a_compiled_aesthetic_runner_scores_like_the_eager_one(aesthetic_models, monkeypatch) -> None:
     from torch._dynamo.utils import counters
 
-    import runners.aesthetic as aesthetic
+    import runners.factory as factory
+    from runners import services
 
-    eager = aesthetic.AestheticRunner.inner()
+    eager = services()["aesthetic"].inner()
     batch = np.stack([preprocess(decode_image(encode(photo(n)), 10**8), eager.cfg)
                       for n in ("chelsea", "coffee", "rocket")])
     expected = asyncio.run(eager.score(batch))
 
     graphs = counters["stats"]["unique_graphs"]
-    monkeypatch.setattr(aesthetic, "settings", dataclasses.replace(aesthetic.settings, torch_compile="default"))
-    compiled = aesthetic.AestheticRunner.inner()
+    monkeypatch.setattr(factory, "settings", dataclasses.replace(factory.settings, torch_compile="default"))
+    compiled = services()["aesthetic"].inner()
     assert counters["stats"]["unique_graphs"] > graphs  # warm-up compiled the image tower
     np.testing.assert_allclose(asyncio.run(compiled.score(batch)), expected, rtol=0, atol=1e-4)
     np.testing.assert_allclose(asyncio.run(compiled.score(batch[:1])), expected[:1], rtol=0, atol=1e-4)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from starlette.datastructures import Headers, MutableHeaders
 
-from runners.species import TopK
+from runners import TopK
 from tests.conftest import encode, photo
 
 
@@ -147,7 +147,7 @@ class FakeZeroShot:
 
 
 def zero_shot(gw, classes: list[str], templates: list[str] | None = None) -> object:
-    from serving.zero_shot import ZeroShotConfig
+    from capabilities.zero_shot.requests import ZeroShotConfig
 
     uri = "data:image/jpeg;base64," + base64.b64encode(encode(photo("coffee"))).decode()
     return asyncio.run(gw.zero_shot("open-clip-vit-b32", uri, classes, ZeroShotConfig(templates=templates),

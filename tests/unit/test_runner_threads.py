@@ -1,7 +1,7 @@
 """Every runner does all of its torch work on one thread, whichever thread calls its API.
 
 A second thread calling torch gives the process a second OpenMP team, and libgomp then stops spin-waiting: on
-2 cores a dev EVA02 forward went from 28.7 ms to 50 ms (see runners/_torch.InferenceThread).
+2 cores a dev EVA02 forward went from 28.7 ms to 50 ms (see engines/thread.InferenceThread).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from runners._torch import InferenceThread
+from engines.thread import InferenceThread
 
 
 def record_forward_threads(module: torch.nn.Module, seen: set[int]) -> None:
@@ -39,11 +39,11 @@ def test_inference_thread_runs_everything_on_one_thread() -> None:
 
 
 def test_species_runner_forwards_on_its_inference_thread(species_dev_model) -> None:
-    from runners.species import SpeciesRunner
+    from runners import services
 
-    runner = SpeciesRunner.inner()
+    runner = services()["species"].inner()
     seen: set[int] = set()
-    record_forward_threads(runner.model, seen)
+    record_forward_threads(runner.engine.model, seen)
     images = np.zeros((2, runner.cfg.height, runner.cfg.width, 3), np.uint8)
     results = call_from_several_threads(lambda: runner.predict(images))
     assert all(len(r) == 2 for r in results)
@@ -51,25 +51,25 @@ def test_species_runner_forwards_on_its_inference_thread(species_dev_model) -> N
 
 
 def test_aesthetic_runner_forwards_on_its_inference_thread(aesthetic_models) -> None:
-    from runners.aesthetic import AestheticRunner
+    from runners import services
 
-    runner = AestheticRunner.inner()
+    runner = services()["aesthetic"].inner()
     seen: set[int] = set()
-    record_forward_threads(runner.clip.visual, seen)
+    record_forward_threads(runner.engine.model.visual, seen)
     images = np.zeros((3, runner.cfg.height, runner.cfg.width, 3), np.uint8)
     scores = call_from_several_threads(lambda: runner.score(images))
-    embeddings = call_from_several_threads(lambda: runner.embed(images))
+    embeddings = call_from_several_threads(lambda: runner.embed_images(images))
     assert all(s.shape == (3,) for s in scores) and all(e.shape == (3, 512) for e in embeddings)
     assert seen == {runner.thread.call(threading.get_ident)}
 
 
 def test_zero_shot_runner_forwards_on_its_inference_thread(zero_shot_models) -> None:
-    from runners.zero_shot import OpenClipB32Runner
+    from runners import services
 
-    runner = OpenClipB32Runner.inner()
+    runner = services()["zero_shot_b32"].inner()
     seen: set[int] = set()
-    record_forward_threads(runner.model.visual, seen)
-    record_forward_threads(runner.model.text, seen)  # the XLM-R text tower (open_clip's CustomTextCLIP.text)
+    record_forward_threads(runner.engine.model.visual, seen)
+    record_forward_threads(runner.engine.model.text, seen)  # the XLM-R text tower (open_clip's CustomTextCLIP.text)
     images = np.zeros((2, runner.cfg.height, runner.cfg.width, 3), np.uint8)
     image_emb = call_from_several_threads(lambda: runner.embed_images(images))
     text_emb = call_from_several_threads(lambda: runner.embed_texts(["a cat", "a dog"]))

@@ -16,9 +16,9 @@ import pytest
 import timm
 import torch
 
-from runners.species import load_species
-from scripts.species_model import save_species
-from serving.model_store import SaveError, sha256_file
+from engines.torch.classifier import load_species
+from model_store.timm_classifier import save_species
+from model_store import SaveError, sha256_file
 from tests.conftest import HEAD_TAG, REAL_HEAD, ROOT
 
 
@@ -48,7 +48,7 @@ def test_dev_model_carries_the_real_inat21_names_in_index_order(species_dev_mode
 
 def test_dev_model_without_labels_has_numbered_dev_class_names(tmp_path: Path) -> None:
     env = {**os.environ, "BENTOML_HOME": str(tmp_path)}
-    code = ("import json, pathlib; from scripts.species_model import save_species; m = save_species(dev=True); "
+    code = ("import json, pathlib; from model_store.timm_classifier import save_species; m = save_species(dev=True); "
             "print(json.dumps(json.loads((pathlib.Path(m.path) / 'config.json').read_text())['label_names'][:2]))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -198,7 +198,7 @@ def test_multilingual_entry_holds_its_tokenizer_and_loads_with_the_hub_off(zero_
     meta = entry.info.metadata
     assert meta["architecture"] == "xlm-roberta-base-ViT-B-32" and entry.info.labels["variant"] == "dev"
     assert {"config.json", "tokenizer.json", "tokenizer_config.json"} <= set(meta["tokenizer"]["files"])
-    code = ("import sys, pathlib, torch; from runners.zero_shot import load_zero_shot; "
+    code = ("import sys, pathlib, torch; from engines.torch.clip import load_zero_shot; "
             "m, tok, cfg, s = load_zero_shot(pathlib.Path(sys.argv[1]), torch.device('cpu')); "
             "print(m.encode_text(tok(['кошка', '猫', 'chat'])).shape)")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HOME": "/nonexistent"}

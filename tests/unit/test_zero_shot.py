@@ -8,10 +8,10 @@ import base64
 import numpy as np
 import pytest
 
-from runners.zero_shot import prompts_for
+from runners.factory import prompts_for
 from serving.cache import LRU
 from serving.errors import ServiceError
-from serving.zero_shot import check_classes, check_templates, check_wait, decode_data_uri, probabilities
+from capabilities.zero_shot.requests import check_classes, check_templates, check_wait, decode_data_uri, probabilities
 
 
 def _error(fn, *args) -> ServiceError:
@@ -99,9 +99,9 @@ def test_weighted_lru_holds_at_most_its_capacity_in_rows() -> None:
 
 
 def test_repeated_class_lists_cost_no_text_tower_work(zero_shot_models) -> None:
-    from runners.zero_shot import ClipL14Runner
+    from runners import services
 
-    runner = ClipL14Runner.inner()
+    runner = services()["zero_shot_l14"].inner()
     calls: list[list[str]] = []
     encode = runner._encode_texts
     runner._encode_texts = lambda texts: calls.append(list(texts)) or encode(texts)

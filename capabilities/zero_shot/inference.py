@@ -1,50 +1,58 @@
-"""Zero-shot classification: probabilities of caller-supplied class names for images, with either CLIP model.
+"""Zero-shot classification: probabilities of caller-supplied class names for images, with any zero-shot CLIP
+model of the catalog.
 
-The inference part, shared by the immediate ``zero_shot`` API and the jobs in :mod:`capabilities.zero_shot_jobs`.
+The inference part, shared by the immediate ``zero_shot`` API and the jobs in :mod:`capabilities.zero_shot.jobs`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import anyio
 import bentoml
 import numpy as np
 from starlette.responses import Response
 
-from capabilities.common import fail, gather_or_cancel, run_model
-from runners.zero_shot import SAVE_HINT
-from serving import model_store
+import catalog
+from capabilities.common import Runners, fail, gather_or_cancel, run_model
+from capabilities.zero_shot.requests import (ZeroShotConfig, check_classes, check_templates, decode_data_uri,
+                                             probabilities)
+from model_store import open_entry
 from serving.admission import RunnerGate
 from serving.cache import LRU
 from serving.errors import ServiceError, call_runner
-from serving.imaging import PreprocessConfig, prepare
+from serving.imaging import prepare
 from serving.schemas import ZeroShotResult
-from serving.settings import ZERO_SHOT_B32_LAION2B_NAME, ZERO_SHOT_B32_NAME, ZERO_SHOT_L14_NAME, settings
-from serving.zero_shot import ZeroShotConfig, check_classes, check_templates, decode_data_uri, probabilities
+from serving.settings import settings
 
 logger = logging.getLogger(__name__)
 
-MODELS = {ZERO_SHOT_L14_NAME: settings.zero_shot_l14_model, ZERO_SHOT_B32_NAME: settings.zero_shot_b32_model,
-          ZERO_SHOT_B32_LAION2B_NAME: settings.zero_shot_b32_laion2b_model}
+MODELS = {m.name: m for m in catalog.zero_shot_models()}
 
 
 class ZeroShot:
     """Validates zero-shot requests, preprocesses their images and combines image and class embeddings.
 
-    ``runners[name]`` returns that model's runner client when called and ``gates[name]`` admits image calls to it;
-    both are read at call time. Each gateway worker remembers the class embeddings of class lists it has seen
-    (``class_memo``, on top of the runner's per-class cache).
+    ``runners(key)`` returns a model's runner client and ``gates[key]`` admits image calls to it (``key`` being
+    the catalog entry's); both are read at call time. Each gateway worker remembers the class embeddings of class
+    lists it has seen (``class_memo``, on top of the runner's per-class cache).
     """
 
-    def __init__(self, runners: Mapping[str, Callable[[], Any]], gates: Mapping[str, RunnerGate]) -> None:
-        self.entries = {name: model_store.require(tag, SAVE_HINT) for name, tag in MODELS.items()}
-        self.cfgs = {name: PreprocessConfig.model_validate(entry.info.metadata["preprocess"])
-                     for name, entry in self.entries.items()}
+    @staticmethod
+    def needs() -> list[catalog.ModelEntry]:
+        """The runners this capability calls, for the gates it needs."""
+        return list(MODELS.values())
+
+    def __init__(self, runners: Runners, gates: Mapping[str, RunnerGate]) -> None:
+        self.entries = {name: open_entry(name) for name in MODELS}
+        self.cfgs = {name: entry.meta.require_preprocess() for name, entry in self.entries.items()}
         self.class_memo = {name: LRU(settings.zero_shot_text_cache, weight=len) for name in MODELS}
         self._runners, self._gates = runners, gates
+
+    def _runner(self, name: str) -> Any:
+        return self._runners(MODELS[name].key)
 
     @staticmethod
     def check_model(model: str) -> str:
@@ -58,7 +66,7 @@ class ZeroShot:
     async def runner_state(self, model: str) -> str:
         """``running`` when the model's runner answers, else ``starting``."""
         try:
-            await self._runners[model]().to_async.info()
+            await self._runner(model).to_async.info()
         except Exception:
             return "starting"
         return "running"
@@ -68,7 +76,7 @@ class ZeroShot:
         for name in MODELS:
             while True:
                 try:
-                    await self._runners[name]().to_async.info()
+                    await self._runner(name).to_async.info()
                     break
                 except Exception:
                     await asyncio.sleep(1)
@@ -96,9 +104,9 @@ class ZeroShot:
         Class embeddings depend only on (model, templates, classes), so a class list seen before is read from this
         worker's memo and costs no runner call (about 2 ms of the zero-shot path on the benchmark's 2-core box).
         """
-        runner = self._runners[model]()
+        runner, gate = self._runner(model), self._gates[MODELS[model].key]
         key = (tuple(templates), tuple(classes))
-        calls = [self._gates[model].call(runner.to_async.embed_images, p[None]) for p in pixels]
+        calls = [gate.call(runner.to_async.embed_images, p[None]) for p in pixels]
         texts = self.class_memo[model].get(key)
         if texts is None:  # image and class embeddings are independent: one round trip
             calls.append(call_runner(runner.to_async.class_embeddings, classes=classes, templates=templates))
@@ -109,7 +117,7 @@ class ZeroShot:
                 raise RuntimeError(f"runner returned {texts.shape[0]} class embeddings for {len(classes)} classes")
             texts.setflags(write=False)  # shared by every later request with this class list
             self.class_memo[model].put(key, texts)
-        scale = float(self.entries[model].info.metadata["logit_scale"])
+        scale = self.entries[model].meta.logit_scale
         return probabilities(np.concatenate(results), texts, scale)
 
     async def classify(self, model: str, image: str, classes: list[str], config: ZeroShotConfig | None,
@@ -132,11 +140,11 @@ class ZeroShot:
         the runner's per-class text-cache counters."""
         models = []
         for name, entry in self.entries.items():
-            item = {"id": name, **model_store.describe(entry), "architecture": entry.info.metadata["architecture"],
-                    "pretrained": entry.info.metadata["pretrained"], "logit_scale": entry.info.metadata["logit_scale"],
+            item = {"id": name, **entry.describe(), "architecture": entry.meta.architecture,
+                    "pretrained": entry.meta.pretrained, "logit_scale": entry.meta.logit_scale,
                     "class_memo": self.class_memo[name].stats()}
             try:
-                item["text_cache"] = (await self._runners[name]().to_async.info())["cache"]
+                item["text_cache"] = (await self._runner(name).to_async.info())["cache"]
             except Exception:
                 logger.warning("%s runner did not answer info()", name)
             models.append(item)

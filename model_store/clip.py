@@ -19,12 +19,12 @@ from pathlib import Path
 
 import bentoml
 
-from runners._clip import CONFIG_FILE, HF_TEXT_FILES, WEIGHTS_FILE, create_open_clip, preprocess_config, tower_state
-from runners.zero_shot import VOCAB_FILE
-from scripts import hub
-from serving import model_store
-from serving.model_store import DEV, RELEASE, SaveError
-from serving.settings import AESTHETIC_CLIP_NAME, ZERO_SHOT_B32_LAION2B_NAME, ZERO_SHOT_B32_NAME, ZERO_SHOT_L14_NAME
+import catalog
+from engines.torch.clip import (CONFIG_FILE, HF_TEXT_FILES, VOCAB_FILE, WEIGHTS_FILE, create_open_clip,
+                                preprocess_config, tower_state)
+from model_store import hub, store
+from model_store.entry import EntryMetadata
+from model_store.store import DEV, RELEASE, SaveError
 
 logger = logging.getLogger(__name__)
 
@@ -51,15 +51,17 @@ class ClipSpec:
         return open_clip.get_pretrained_cfg(self.arch, self.tag)["hf_hub"].rstrip("/")
 
 
-AESTHETIC_CLIP = ClipSpec(AESTHETIC_CLIP_NAME, "ViT-B-16", "openai", "MIT (OpenAI CLIP)", ("visual",))
-ZERO_SHOT_CLIPS = {
-    ZERO_SHOT_L14_NAME: ClipSpec(ZERO_SHOT_L14_NAME, "ViT-L-14", "openai", "MIT (OpenAI CLIP)", ("visual", "text")),
-    ZERO_SHOT_B32_NAME: ClipSpec(ZERO_SHOT_B32_NAME, "xlm-roberta-base-ViT-B-32", "laion5b_s13b_b90k",
-                                 "MIT (OpenCLIP, LAION-5B; XLM-RoBERTa base: MIT)", ("visual", "text"),
-                                 hf_text="FacebookAI/xlm-roberta-base"),
-    ZERO_SHOT_B32_LAION2B_NAME: ClipSpec(ZERO_SHOT_B32_LAION2B_NAME, "ViT-B-32", "laion2b_s34b_b79k",
-                                         "MIT (OpenCLIP, LAION-2B)", ("visual", "text")),
-}
+    @classmethod
+    def of(cls, entry: catalog.ModelEntry) -> "ClipSpec":
+        """The save spec of a catalog CLIP entry."""
+        if entry.kind != "clip" or entry.save.pretrained is None:
+            raise ValueError(f"{entry.name} is not an open_clip model")
+        return cls(entry.name, entry.save.arch, entry.save.pretrained, entry.save.licence, entry.towers,
+                   entry.save.hf_text)
+
+
+AESTHETIC_CLIP = ClipSpec.of(catalog.aesthetic_tower())
+ZERO_SHOT_CLIPS = {m.name: ClipSpec.of(m) for m in catalog.zero_shot_models()}
 
 
 def registry_config(spec: ClipSpec, dev: bool = False) -> dict:
@@ -170,20 +172,14 @@ def register_clip_folder(folder: Path, spec: ClipSpec, *, version: str, variant:
             from open_clip.tokenizer import default_bpe
 
             shutil.copyfile(default_bpe(), out / VOCAB_FILE)
-        entry.info.metadata.update({
-            "architecture": spec.arch,
-            "pretrained": spec.tag,
-            "towers": list(spec.towers),
-            "embed_dim": config["model_cfg"]["embed_dim"],
-            "preprocess": preprocess.model_dump(mode="json"),
-            "source": source,
-            "revision": revision,
-            "licence": licence,
-            "sha256": model_store.sha256_file(out / WEIGHTS_FILE),
-            "weights": WEIGHTS_FILE,
-            **({"tokenizer": tokenizer_info(spec, config, text_files),
-                "logit_scale": float(model.logit_scale.exp().item())} if "text" in spec.towers else {}),
-        })
+        text = "text" in spec.towers
+        EntryMetadata(
+            kind="clip", architecture=spec.arch, pretrained=spec.tag, towers=tuple(spec.towers),
+            embed_dim=config["model_cfg"]["embed_dim"], preprocess=preprocess, source=source, revision=revision,
+            licence=licence, sha256=store.sha256_file(out / WEIGHTS_FILE), weights=WEIGHTS_FILE,
+            tokenizer=tokenizer_info(spec, config, text_files) if text else None,
+            logit_scale=float(model.logit_scale.exp().item()) if text else None,
+        ).write(entry)
     logger.info("Registered %s (%s, %s %s, towers %s)", entry.tag, variant, spec.arch, spec.tag, list(spec.towers))
     return bentoml.models.get(entry.tag)
 
@@ -214,7 +210,7 @@ def save_clip(spec: ClipSpec, *, dev: bool = False, from_dir: Path | None = None
         elif from_dir is not None:
             folder = as_open_clip_folder(Path(from_dir), spec, work)
             weights = next(folder / f for f in WEIGHT_FILES if (folder / f).exists())
-            rev = model_store.sha256_file(weights)
+            rev = store.sha256_file(weights)
             version, variant, source, licence = f"local-{rev[:12]}", RELEASE, f"local-dir:{from_dir}", spec.licence
             if (kept := hub.existing(f"{spec.name}:{version}", force)) is not None:
                 return kept

@@ -15,19 +15,21 @@ from typing import Any
 
 import bentoml
 
-from scripts import hub
-from serving import model_store
+import catalog
+from model_store import hub, store
+from model_store.entry import EntryMetadata
+from model_store.store import DEV, RELEASE, SaveError
 from serving.imaging import PreprocessConfig
-from serving.model_store import DEV, RELEASE, SaveError
-from serving.settings import SPECIES_MODEL_NAME
 
 logger = logging.getLogger(__name__)
 
-SPECIES_REPO = "timm/eva02_large_patch14_clip_336.merged2b_ft_inat21"
-SPECIES_ARCH = "eva02_large_patch14_clip_336.merged2b"  # timm registry config, used when a folder lacks config.json
-SPECIES_DEV_ARCH = "eva02_tiny_patch14_224"
-SPECIES_LICENCE = "cc-by-nc-4.0"
-SPECIES_CLASSES = 10_000
+SPECIES = catalog.species_model()
+SPECIES_MODEL_NAME = SPECIES.name
+SPECIES_REPO = SPECIES.save.repo
+SPECIES_ARCH = SPECIES.save.arch  # timm registry config, used when a folder lacks config.json
+SPECIES_DEV_ARCH = SPECIES.save.dev_arch
+SPECIES_LICENCE = SPECIES.save.licence
+SPECIES_CLASSES = SPECIES.save.num_classes
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
@@ -98,7 +100,7 @@ def register_timm_folder(
         raise SaveError(f"Cannot load a timm model from {folder}: {str(exc).splitlines()[0][:300]}") from None
     num_classes = model.num_classes
     if labels_file is not None:
-        names = model_store.read_labels(labels_file, num_classes)
+        names = store.read_labels(labels_file, num_classes)
     else:
         names = label_list(model.pretrained_cfg.get("label_names"), num_classes)
         if names is None:
@@ -112,18 +114,9 @@ def register_timm_folder(
     with bentoml.models.create(f"{name}:{version}", labels=labels, module="timm") as entry:
         out = Path(entry.path)
         timm.models.save_for_hf(model, out, model_config={"label_names": names}, safe_serialization=True)
-        entry.info.metadata.update(
-            {
-                "architecture": arch,
-                "num_classes": num_classes,
-                "preprocess": preprocess.model_dump(mode="json"),
-                "source": source,
-                "revision": revision,
-                "licence": licence,
-                "sha256": model_store.sha256_file(out / "model.safetensors"),
-                "weights": "model.safetensors",
-            }
-        )
+        EntryMetadata(kind="timm-classifier", architecture=arch, num_classes=num_classes, preprocess=preprocess,
+                      source=source, revision=revision, licence=licence,
+                      sha256=store.sha256_file(out / "model.safetensors"), weights="model.safetensors").write(entry)
     logger.info("Registered %s (%s, %s, %d classes)", entry.tag, variant, arch, num_classes)
     return bentoml.models.get(entry.tag)
 
@@ -164,7 +157,7 @@ def save_species(
         elif from_dir is not None:
             folder = as_timm_folder(Path(from_dir), arch, work)
             weights = next(folder / f for f in WEIGHT_FILES if (folder / f).exists())
-            rev = model_store.sha256_file(weights)
+            rev = store.sha256_file(weights)
             version, variant, source, licence = f"local-{rev[:12]}", RELEASE, f"local-dir:{from_dir}", SPECIES_LICENCE
             if (kept := hub.existing(f"{SPECIES_MODEL_NAME}:{version}", force)) is not None:
                 return kept

@@ -9,24 +9,31 @@ from __future__ import annotations
 import json
 from typing import Any, Awaitable, Callable
 
-import bentoml
 from fastapi import Depends, FastAPI, Request
 from pydantic import BaseModel, ValidationError
 from starlette.responses import JSONResponse, Response
 
-from capabilities.zero_shot import MODELS
-from capabilities.zero_shot_jobs import ZeroShotJobs
+from capabilities.zero_shot.inference import MODELS
+from capabilities.zero_shot.jobs import ZeroShotJobs
 from serving.errors import ServiceError
 from serving.schemas import JobAccepted, JobStatus, ZeroShotResult
-from serving.zero_shot import BatchedZeroShotJobRequest, ZeroShotJobRequest
+from capabilities.zero_shot.requests import BatchedZeroShotJobRequest, ZeroShotJobRequest
 
 TASK = "zero-shot-image-classification"
 rest = FastAPI(title="Zero-shot image classification jobs (vitrivr feature-extraction-server layout)")
 
 
+def bind(jobs: ZeroShotJobs) -> None:
+    """Serve ``jobs`` (this gateway worker's) on these routes."""
+    rest.state.jobs = jobs
+
+
 def current() -> ZeroShotJobs:
-    """The serving gateway's jobs capability."""
-    return bentoml.get_current_service().zero_shot_jobs
+    """The jobs capability bound by the composing service."""
+    jobs = getattr(rest.state, "jobs", None)
+    if jobs is None:
+        raise ServiceError(503, "starting", "The zero-shot jobs are not ready yet; retry shortly.")
+    return jobs
 
 
 def check_task(task: str) -> None:

@@ -1,4 +1,7 @@
-"""Loading open_clip models from the BentoML store, shared by the CLIP-based runners.
+"""The torch engine for CLIP towers (open_clip): image and text embeddings.
+
+Models: OpenAI CLIP ViT-B/16 and ViT-L/14 (MIT), the multilingual OpenCLIP XLM-R ViT-B/32 (LAION-5B, MIT) and the
+English OpenCLIP ViT-B/32 (LAION-2B, MIT); see catalog.py.
 
 A store entry is an open_clip ``local-dir`` folder: ``open_clip_config.json`` (model_cfg + preprocess_cfg) and
 ``open_clip_model.safetensors`` holding either the whole model or only the towers listed in its metadata. A model
@@ -12,15 +15,22 @@ import contextlib
 import json
 import logging
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import torch
 
-from runners._torch import autocast, to_normalised
+from engines import EngineOptions
+from engines.torch.common import autocast, compile_model, pick_device, to_normalised, warm_up_sizes
 from serving.imaging import PreprocessConfig
 
+if TYPE_CHECKING:
+    from model_store import StoredEntry
+
+logger = logging.getLogger(__name__)
+
 CONFIG_FILE = "open_clip_config.json"
+VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
 WEIGHTS_FILE = "open_clip_model.safetensors"
 TOWER_PREFIXES = {"visual": ("visual.",), "text": ("transformer.", "token_embedding.", "positional_embedding",
                                                   "ln_final.", "text_projection", "attn_mask", "text.")}
@@ -100,6 +110,66 @@ def image_embeddings(encode_image: Callable[[torch.Tensor], torch.Tensor], cfg: 
     with torch.inference_mode(), autocast(device):
         features = encode_image(to_normalised(images, cfg.mean, cfg.std, device))
     return torch.nn.functional.normalize(features.float(), dim=-1)
+
+
+def load_tokenizer(path: Path, model: torch.nn.Module) -> Any:
+    """The tokenizer saved with the weights: CLIP's BPE vocabulary, or the Hugging Face tokenizer files beside a
+    Hugging Face text tower (read by open_clip's own tokenizer factory)."""
+    import open_clip
+    from open_clip.tokenizer import SimpleTokenizer
+
+    if hf_text_cfg(path) is not None:
+        return open_clip.get_tokenizer(f"local-dir:{path}")
+    return SimpleTokenizer(bpe_path=str(Path(path) / VOCAB_FILE), context_length=model.context_length)
+
+
+def load_zero_shot(path: Path, device: torch.device) -> tuple[torch.nn.Module, Any, PreprocessConfig, float]:
+    """(CLIP model, tokenizer, preprocess config, exp(logit_scale)) from a store folder with both towers."""
+    model, cfg = load_clip(path, device, towers=["visual", "text"])
+    return model, load_tokenizer(path, model), cfg, float(model.logit_scale.exp().item())
+
+
+def text_embeddings(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str], device: torch.device) -> np.ndarray:
+    """Strings -> L2-normalised float32 text embeddings ``(N, D)``."""
+    tokens = tokenizer(list(texts)).to(device)
+    with torch.inference_mode(), autocast(device):
+        features = model.encode_text(tokens)
+    return torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()
+
+
+class TorchClip:
+    """A CLIP store entry in PyTorch: :class:`engines.ImageEmbedder`, and :class:`engines.TextEmbedder` when the
+    entry keeps the text tower. Preprocessing comes from the entry's metadata, the one saved with the weights."""
+
+    backend = "torch"
+
+    def __init__(self, stored: "StoredEntry", options: EngineOptions) -> None:
+        self.torch_device = pick_device(options.device)
+        self.device = str(self.torch_device)
+        self.compile_mode = options.compile
+        towers = list(stored.meta.towers or stored.entry.towers)
+        self.cfg = stored.meta.require_preprocess()
+        self.model, _ = load_clip(stored.path, self.torch_device, towers=towers)
+        self.tokenizer = load_tokenizer(stored.path, self.model) if "text" in towers else None
+        self.encode_image = compile_model(self.model.encode_image, options.compile)
+
+    def embed_images(self, images: np.ndarray) -> np.ndarray:
+        return image_embeddings(self.encode_image, self.cfg, images, self.torch_device).cpu().numpy()
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if self.tokenizer is None:
+            raise RuntimeError("this CLIP entry was saved without its text tower")
+        return text_embeddings(self.model, self.tokenizer, texts, self.torch_device)
+
+    def warm_up(self) -> None:
+        for n in warm_up_sizes(self.compile_mode):
+            self.embed_images(np.zeros((n, self.cfg.height, self.cfg.width, 3), np.uint8))
+        if self.tokenizer is not None:
+            self.embed_texts(["a photo of a warm-up."])
+
+
+def load(stored: "StoredEntry", options: EngineOptions) -> TorchClip:
+    return TorchClip(stored, options)
 
 
 class _DropRandomInitWarning(logging.Filter):

@@ -1,15 +1,19 @@
-"""Helpers shared by the save script and the services for models in the BentoML store."""
+"""Finding models in the BentoML store: by tag, by catalog entry, newest of a variant; what answers say of them."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import bentoml
 from bentoml.exceptions import NotFound
+
+import catalog
+from model_store.entry import EntryMetadata
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +73,40 @@ def require(tag: str, save_hint: str) -> bentoml.Model:
             model.tag,
         )
     return model
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    """A catalog entry's model in the store, with its typed metadata."""
+
+    entry: catalog.ModelEntry
+    model: bentoml.Model
+    meta: EntryMetadata
+
+    @property
+    def path(self) -> Path:
+        return Path(self.model.path)
+
+    @property
+    def tag(self) -> str:
+        return str(self.model.tag)
+
+    @property
+    def dev(self) -> bool:
+        return is_dev(self.model)
+
+    def describe(self) -> dict[str, Any]:
+        return describe(self.model)
+
+
+def open_entry(name: str, tag: str | None = None) -> StoredEntry:
+    """The stored model of catalog entry ``name`` (at ``tag``, default its setting's), or a RuntimeError that
+    says how to register it."""
+    from serving.settings import settings
+
+    entry = catalog.entry(name)
+    model = require(tag or settings.tag(name), entry.save_hint)
+    return StoredEntry(entry, model, EntryMetadata.of(model))
 
 
 def read_labels(path: Path, expected: int) -> list[str]:

@@ -14,14 +14,15 @@ from pathlib import Path
 
 import bentoml
 
-from runners.aesthetic import HEAD_DIM, HEAD_FILE, load_head
-from scripts import hub
-from serving import model_store
-from serving.model_store import DEV, RELEASE, SaveError
-from serving.settings import AESTHETIC_HEAD_NAME as HEAD_NAME
+import catalog
+from engines.torch.head import HEAD_DIM, HEAD_FILE, load_head
+from model_store import hub, store
+from model_store.entry import EntryMetadata
+from model_store.store import DEV, RELEASE, SaveError
 
 logger = logging.getLogger(__name__)
 
+HEAD_NAME = catalog.entry(catalog.aesthetic_tower().head).name
 HEAD_COMMIT = "6d122adad522ab246644d9dc1c6d7a3810ee255f"
 HEAD_FILENAME = "sa_0_4_vit_b_16_linear.pth"
 CANONICAL_HEAD_URL = f"https://raw.githubusercontent.com/LAION-AI/aesthetic-predictor/{HEAD_COMMIT}/{HEAD_FILENAME}"
@@ -29,6 +30,7 @@ HEAD_URL = os.environ.get("AESTHETIC_HEAD_URL") or CANONICAL_HEAD_URL
 HEAD_SHA256 = "8ad3923d7ecf019df20ecd2ab5542a3075fbba0278d239c0371345f3d7fcbde0"
 DEFAULT_HEAD_PATH = Path(__file__).resolve().parents[1] / "models" / "aesthetic" / HEAD_FILENAME
 DEV_TAG = f"{HEAD_NAME}:{DEV}"
+HEAD_INPUT = "OpenAI CLIP ViT-B/16 image embedding (512-d, L2-normalised)"
 DEV_SEED = 0
 DEV_DOWNLOAD_TIMEOUT_S = 3.0  # how long --dev tries for the real head before it stores the dev head
 
@@ -52,7 +54,7 @@ def fetch_head(dest: Path, url: str = HEAD_URL, sha256: str = HEAD_SHA256, timeo
             f"Cannot download the LAION head from {url} ({type(exc).__name__}: {exc}).\n"
             f"Offline option: --head PATH (a local copy of {HEAD_FILENAME}), or place it at {DEFAULT_HEAD_PATH}."
         ) from None
-    got = model_store.sha256_file(tmp)
+    got = store.sha256_file(tmp)
     if got != sha256:
         tmp.unlink()
         raise SaveError(f"Downloaded head has sha256 {got}, expected {sha256}; refusing it.")
@@ -97,13 +99,9 @@ def save_dev_head(force: bool = False) -> bentoml.Model:
     labels = {"variant": DEV, "task": "aesthetic-head", "framework": "torch"}
     with bentoml.models.create(DEV_TAG, labels=labels, module="torch") as entry:
         save_file(state, str(Path(entry.path) / HEAD_FILE))
-        entry.info.metadata.update({
-            "input": "OpenAI CLIP ViT-B/16 image embedding (512-d, L2-normalised)",
-            "output": "meaningless: seeded random weights for tests and demos",
-            "source": f"dev: random Linear({HEAD_DIM}, 1), seed {DEV_SEED}",
-            "revision": "dev",
-            "canonical": False,
-        })
+        EntryMetadata(kind="linear-head", input=HEAD_INPUT, output="meaningless: seeded random weights for tests and demos",
+                      source=f"dev: random Linear({HEAD_DIM}, 1), seed {DEV_SEED}", revision="dev",
+                      canonical=False).write(entry)
     logger.info("Registered %s (dev head)", entry.tag)
     return bentoml.models.get(entry.tag)
 
@@ -127,7 +125,7 @@ def save_head(head: Path | None = None, force: bool = False, dev: bool = False) 
             return save_dev_head(force)
     if not path.is_file():
         raise SaveError(f"--head {path} does not exist.")
-    sha = model_store.sha256_file(path)
+    sha = store.sha256_file(path)
     if (kept := hub.existing(f"{HEAD_NAME}:{sha[:12]}", force)) is not None:
         return kept
     state = read_head_file(path)
@@ -137,14 +135,10 @@ def save_head(head: Path | None = None, force: bool = False, dev: bool = False) 
     labels = {"variant": RELEASE, "task": "aesthetic-head", "framework": "torch"}
     with bentoml.models.create(f"{HEAD_NAME}:{sha[:12]}", labels=labels, module="torch") as entry:
         save_file({k: v.contiguous() for k, v in state.items()}, str(Path(entry.path) / HEAD_FILE))
-        entry.info.metadata.update({
-            "input": "OpenAI CLIP ViT-B/16 image embedding (512-d, L2-normalised)",
-            "output": "LAION aesthetic rating, 0-10 scale, unbounded regression",
-            "source": CANONICAL_HEAD_URL if canonical else f"local:{path}",
-            "revision": HEAD_COMMIT if canonical else "unknown",
-            "licence": "MIT (LAION-AI/aesthetic-predictor)",
-            "sha256": sha,
-            "canonical": canonical,
-        })
+        EntryMetadata(kind="linear-head", input=HEAD_INPUT,
+                      output="LAION aesthetic rating, 0-10 scale, unbounded regression",
+                      source=CANONICAL_HEAD_URL if canonical else f"local:{path}",
+                      revision=HEAD_COMMIT if canonical else "unknown", licence=catalog.entry(HEAD_NAME).save.licence,
+                      sha256=sha, canonical=canonical).write(entry)
     logger.info("Registered %s (%s)", entry.tag, "canonical LAION head" if canonical else "non-canonical head")
     return bentoml.models.get(entry.tag)

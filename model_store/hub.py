@@ -7,8 +7,8 @@ from pathlib import Path
 
 import bentoml
 
-from serving import model_store
-from serving.model_store import SaveError
+from model_store import store
+from model_store.store import SaveError
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ def resolve_revision(repo: str, revision: str | None) -> tuple[str, list[str]]:
     except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
         raise SaveError(f"{repo}@{revision or 'main'} does not exist on the Hugging Face Hub: {exc}") from None
     except Exception as exc:  # network, DNS, TLS, proxy or offline mode: all mean "use an offline option"
-        raise SaveError(model_store.hub_unreachable_message(repo, exc)) from None
+        raise SaveError(store.hub_unreachable_message(repo, exc)) from None
     return str(info.sha), [s.rfilename for s in info.siblings or []]
 
 
@@ -35,12 +35,12 @@ def download(repo: str, sha: str, files: list[str]) -> Path:
     try:
         return Path(snapshot_download(repo, revision=sha, allow_patterns=files))
     except Exception as exc:
-        raise SaveError(model_store.hub_unreachable_message(repo, exc)) from None
+        raise SaveError(store.hub_unreachable_message(repo, exc)) from None
 
 
 def existing(tag: str, force: bool) -> bentoml.Model | None:
     """The stored model to keep (idempotent saves), after deleting it when ``force``."""
-    model = model_store.stored(tag)
+    model = store.stored(tag)
     if model is not None and force:
         logger.info("--force: replacing %s", tag)
         bentoml.models.delete(tag)
@@ -54,7 +54,7 @@ def reuse_release(name: str, revision: str | None, force: bool) -> bentoml.Model
     """For hub saves: with no --revision any stored release (hub or --from-dir) counts, so no network is needed."""
     if force:
         return None
-    found = model_store.stored(f"{name}:hf-{revision[:12]}") if revision else model_store.latest(name, model_store.RELEASE)
+    found = store.stored(f"{name}:hf-{revision[:12]}") if revision else store.latest(name, store.RELEASE)
     if found is not None:
         logger.info("%s is already stored; skipping (use --force or --revision to fetch)", found.tag)
     return found

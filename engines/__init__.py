@@ -1,0 +1,106 @@
+"""Inference engines: one numpy-level protocol per task, one implementation per backend.
+
+The runners (:mod:`runners`) and bulk scoring's Ray actors (:mod:`bulk.stages`) call engines, never each other:
+they hand over uint8 ``(N, H, W, 3)`` images already resized and cropped by :mod:`serving.imaging` (or strings)
+and get numpy arrays back. Which engine runs a model is read from its store entry (``EntryMetadata.engine``,
+``torch`` unless the save step wrote another), so a second backend is one more package here plus
+:func:`register`, with no change to runners or bulk (as immich's ``sessions/`` and infinity's per-task engines).
+
+Tasks and their protocols:
+- ``classify`` (:class:`Classifier`): images -> the k best classes with their softmax probabilities;
+- ``image-embedding`` (:class:`ImageEmbedder`): images -> L2-normalised embeddings;
+- ``text-embedding`` (:class:`TextEmbedder`): strings -> L2-normalised embeddings;
+- ``head`` (:class:`Head`): embeddings -> one regression output each.
+
+An engine is loaded per store entry (:func:`load`); a CLIP entry with both towers is one engine object that
+implements both embedding protocols, so the weights load once.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from model_store import StoredEntry
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How to run: ``device`` (auto, cpu, cuda), ``compile`` (off or a torch.compile mode), ``threads`` (CPU
+    threads for the engine's own work; 0 leaves the backend's default)."""
+
+    device: str = "auto"
+    compile: str = "off"
+    threads: int = 0
+
+
+class Engine(Protocol):
+    """What every engine has: its backend's name, where it runs, and a warm-up that compiles or caches kernels."""
+
+    backend: str
+    device: str
+
+    def warm_up(self) -> None: ...
+
+
+@runtime_checkable
+class Classifier(Protocol):
+    labels: list[str]
+
+    def classify(self, images: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 ``(N, H, W, 3)`` -> (probabilities ``(N, k)`` float32, best first; class indices ``(N, k)``)."""
+
+
+@runtime_checkable
+class ImageEmbedder(Protocol):
+    def embed_images(self, images: np.ndarray) -> np.ndarray:
+        """uint8 ``(N, H, W, 3)`` -> L2-normalised float32 ``(N, D)``."""
+
+
+@runtime_checkable
+class TextEmbedder(Protocol):
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Strings -> L2-normalised float32 ``(N, D)``."""
+
+
+@runtime_checkable
+class Head(Protocol):
+    def apply(self, embeddings: np.ndarray) -> np.ndarray:
+        """float32 ``(N, D)`` -> float32 ``(N,)``."""
+
+
+Loader = Callable[["StoredEntry", EngineOptions], Engine]
+# (backend, catalog kind) -> loader, or "module:function" imported on first use so that reading this registry
+# imports no backend.
+_LOADERS: dict[tuple[str, str], Loader | str] = {
+    ("torch", "timm-classifier"): "engines.torch.classifier:load",
+    ("torch", "clip"): "engines.torch.clip:load",
+    ("torch", "linear-head"): "engines.torch.head:load",
+}
+
+
+def register(backend: str, kind: str, loader: Loader) -> None:
+    """Make ``backend`` able to run models of catalog ``kind``; entries whose metadata names it then use it."""
+    _LOADERS[(backend, kind)] = loader
+
+
+def backends(kind: str) -> list[str]:
+    """The backends that can run ``kind``."""
+    return [b for b, k in _LOADERS if k == kind]
+
+
+def load(stored: "StoredEntry", options: EngineOptions) -> Engine:
+    """The engine for a store entry, chosen by its metadata's ``engine`` and the catalog entry's kind."""
+    kind, backend = stored.entry.kind, stored.meta.engine
+    loader = _LOADERS.get((backend, kind))
+    if loader is None:
+        raise RuntimeError(f"{stored.tag} asks for the {backend!r} engine, which cannot run {kind} models here; "
+                           f"available: {', '.join(backends(kind)) or 'none'}")
+    if isinstance(loader, str):
+        module, _, name = loader.partition(":")
+        loader = getattr(importlib.import_module(module), name)
+    return loader(stored, options)

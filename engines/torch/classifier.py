@@ -1,0 +1,73 @@
+"""The torch engine for timm classifiers: the iNat21 species model (EVA02-Large/14 @ 336, cc-by-nc-4.0).
+
+Model: ``hf-hub:timm/eva02_large_patch14_clip_336.merged2b_ft_inat21`` (timm, 92.05 % top-1 on iNat21 val). Dev
+models (``eva02_tiny_patch14_224``, random weights) share this code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from engines import EngineOptions
+from engines.torch.common import autocast, compile_model, pick_device, to_normalised, warm_up_sizes
+from serving.imaging import PreprocessConfig
+
+if TYPE_CHECKING:
+    from model_store import StoredEntry
+
+
+def load_species(path: Path, device: torch.device) -> tuple[torch.nn.Module, list[str], PreprocessConfig]:
+    """Build the timm model from a store folder (config.json + model.safetensors), strictly."""
+    import timm
+
+    model = timm.create_model(f"local-dir:{path}", pretrained=True)
+    names = model.pretrained_cfg.get("label_names")
+    if not isinstance(names, (list, tuple)) or len(names) != model.num_classes:
+        raise RuntimeError(f"{path}/config.json lacks {model.num_classes} label_names; re-save the model")
+    cfg = PreprocessConfig.model_validate(timm.data.resolve_model_data_config(model))
+    return model.eval().to(device), list(names), cfg
+
+
+def preprocess_batch(images: np.ndarray, cfg: PreprocessConfig, device: torch.device) -> torch.Tensor:
+    """Check the batch matches the model's input size and normalise it on the device."""
+    if images.shape[1:3] != (cfg.height, cfg.width):
+        raise ValueError(f"expected images of {cfg.height}x{cfg.width}, got {images.shape[1]}x{images.shape[2]}")
+    return to_normalised(images, cfg.mean, cfg.std, device)
+
+
+def top_k(model: torch.nn.Module, cfg: PreprocessConfig, images: np.ndarray, k: int,
+          device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 ``(N, H, W, 3)`` -> (softmax probabilities, class indices), each ``(N, k)``, best first."""
+    with torch.inference_mode(), autocast(device):
+        logits = model(preprocess_batch(images, cfg, device))
+    scores, indices = logits.float().softmax(dim=-1).topk(min(k, logits.shape[-1]), dim=-1)
+    return scores.cpu().numpy(), indices.cpu().numpy()
+
+
+class TorchClassifier:
+    """A timm classifier store entry in PyTorch (:class:`engines.Classifier`)."""
+
+    backend = "torch"
+
+    def __init__(self, stored: "StoredEntry", options: EngineOptions) -> None:
+        self.torch_device = pick_device(options.device)
+        self.device = str(self.torch_device)
+        self.compile_mode = options.compile
+        self.cfg = stored.meta.require_preprocess()
+        model, self.labels, _ = load_species(stored.path, self.torch_device)
+        self.model = compile_model(model, options.compile)
+
+    def classify(self, images: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return top_k(self.model, self.cfg, images, k, self.torch_device)
+
+    def warm_up(self) -> None:
+        for n in warm_up_sizes(self.compile_mode):
+            self.classify(np.zeros((n, self.cfg.height, self.cfg.width, 3), np.uint8), 1)
+
+
+def load(stored: "StoredEntry", options: EngineOptions) -> TorchClassifier:
+    return TorchClassifier(stored, options)
