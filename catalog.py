@@ -114,16 +114,15 @@ MODELS: tuple[ModelEntry, ...] = (
         batching=ZERO_SHOT_BATCHING, alias="b32-laion2b", zero_shot=True),
 )
 
-BY_NAME = {m.name: m for m in MODELS}
 GROUPS: tuple[Group, ...] = ("species", "aesthetic", "zero-shot")
 
 
 def entry(name: str) -> ModelEntry:
     """The entry called ``name``; KeyError names the known ones."""
-    try:
-        return BY_NAME[name]
-    except KeyError:
-        raise KeyError(f"no model {name!r} in the catalog; known: {', '.join(BY_NAME)}") from None
+    for model in MODELS:
+        if model.name == name:
+            return model
+    raise KeyError(f"no model {name!r} in the catalog; known: {', '.join(m.name for m in MODELS)}")
 
 
 def served() -> list[ModelEntry]:
