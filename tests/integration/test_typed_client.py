@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.client import ServiceError, VisionClient
+from vision_client import ServiceError, VisionClient
 from tests.conftest import encode, photo
 
 pytestmark = pytest.mark.integration

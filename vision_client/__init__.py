@@ -1,6 +1,6 @@
 """A small typed Python client for the service (HTTP, no BentoML needed on the caller's side).
 
-    from serving.client import VisionClient
+    from vision_client import VisionClient
 
     with VisionClient("http://localhost:3000") as vc:
         vc.classify(Path("photo.jpg"), top_k=5).predictions[0].species
