@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from scripts.local_server import start_server, stop_server
+from tests.support.local_server import start_server, stop_server
 
 logger = logging.getLogger("benchmark.bulk")
 ROOT = Path(__file__).resolve().parents[1]

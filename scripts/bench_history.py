@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 from PIL import Image
 
-from scripts.local_server import Server, own_home, start_server, stop_server
+from tests.support.local_server import Server, own_home, start_server, stop_server
 
 logger = logging.getLogger("benchmark.history")
 ENDPOINTS = ("classify", "score", "zero-shot")

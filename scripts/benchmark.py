@@ -43,7 +43,7 @@ import numpy as np  # noqa: E402
 
 import psutil  # noqa: E402
 
-from scripts.local_server import Server, process_tree, start_server, stop_server  # noqa: E402
+from tests.support.local_server import Server, process_tree, start_server, stop_server  # noqa: E402
 
 logger = logging.getLogger("benchmark")
 
