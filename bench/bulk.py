@@ -26,7 +26,7 @@ import httpx
 
 from tests.support.local_server import start_server, stop_server
 
-logger = logging.getLogger("benchmark.bulk")
+logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
 ROUTE = {"species": "classify", "aesthetic": "score"}
 PER_REQUEST = 32

@@ -1,10 +1,10 @@
-"""The naive design the service replaces, for side-by-side benchmarks (scripts/benchmark.py starts it).
+"""The naive design the service replaces, for side-by-side benchmarks (bench/run.py starts it).
 
 One FastAPI/uvicorn process: decode with PIL, the stock timm / open_clip eval transforms, one unbatched fp32
 forward per request. It loads the same store entries as the service (SPECIES_MODEL, AESTHETIC_*, ZERO_SHOT_*),
 so both sides run the same weights.
 
-    python scripts/naive_app.py --port 3100
+    python bench/naive_app.py --port 3100
 """
 
 from __future__ import annotations

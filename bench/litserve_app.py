@@ -1,4 +1,4 @@
-"""A LitServe peer of the service, for side-by-side benchmarks (scripts/benchmark.py starts it).
+"""A LitServe peer of the service, for side-by-side benchmarks (bench/run.py starts it).
 
 Written as LitServe's documentation suggests (https://lightning.ai/docs/litserve): one ``LitAPI`` per model
 (``api_path`` /classify, /score, /zero_shot/<model>), requests as JSON with a base64 image, PIL decoding and the
@@ -8,8 +8,8 @@ takes the annotation as the FastAPI request type, and no annotation means a JSON
 entries as the service (SPECIES_MODEL, AESTHETIC_*, ZERO_SHOT_*) through the same load functions, so all
 systems run the same weights.
 
-    python scripts/litserve_app.py --port 3200                  # all four APIs in one server
-    python scripts/litserve_app.py --port 3201 --api /score     # one model per server, as the benchmark runs it
+    python bench/litserve_app.py --port 3200                  # all four APIs in one server
+    python bench/litserve_app.py --port 3201 --api /score     # one model per server, as the benchmark runs it
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import litserve as ls  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-logger = logging.getLogger("litserve_app")
+logger = logging.getLogger(__name__)
 BATCH = {"max_batch_size": 64, "batch_timeout": 0.01}
 
 

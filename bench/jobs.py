@@ -29,7 +29,7 @@ from tests.support.local_server import own_home, start_server, stop_server
 from serving.job_store import COMPLETE, open_job_store
 from serving.jobs import JobWorker, wait_until_final
 
-logger = logging.getLogger("benchmark.jobs")
+logger = logging.getLogger(__name__)
 PIXELS = np.random.default_rng(0).integers(0, 256, (1, 224, 224, 3), dtype=np.uint8)
 TASK = "/api/tasks/zero-shot-image-classification"
 MODEL = "clip-vit-large-patch14"

@@ -25,7 +25,7 @@ from PIL import Image
 
 from tests.support.local_server import Server, own_home, start_server, stop_server
 
-logger = logging.getLogger("benchmark.history")
+logger = logging.getLogger(__name__)
 ENDPOINTS = ("classify", "score", "zero-shot")
 
 
@@ -40,7 +40,7 @@ def _hostile() -> list[tuple[str, bytes]]:
 async def _burst(url: str, images: list[bytes], requests: int, model: str) -> dict[str, int]:
     """The history: ``requests`` large images per route at concurrency 128 (both routes at once, hostile inputs
     mixed in), then ``requests`` zero-shot jobs at concurrency 128. Status codes seen, by code."""
-    from scripts.benchmark import _one
+    from bench.run import _one
 
     codes: dict[str, int] = {}
     hostile = _hostile()
@@ -72,7 +72,7 @@ def _phase(servers: dict[str, Server], images: list[bytes], requests: int, model
            rounds: int) -> dict[str, dict[str, Any]]:
     """Concurrency 1 and 32 on every endpoint, the systems alternating in ``rounds`` rounds (the others paused),
     so the machine's own drift falls on all of them alike. system -> endpoint -> figures."""
-    from scripts.benchmark import measure
+    from bench.run import measure
 
     urls = {name: server.url for name, server in servers.items()}
     measured = measure(urls, list(ENDPOINTS), [1, 32], requests, images, model, rounds, servers)
