@@ -115,8 +115,8 @@ def pytest_sessionfinish(session, exitstatus) -> None:
 
 
 def postgres_server():
-    """A new throwaway PostgreSQL server (scripts/local_postgres.py), or a skip naming the package to install."""
-    from scripts.local_postgres import PostgresServer
+    """A new throwaway PostgreSQL server (tests/support/local_postgres.py), or a skip naming the package to install."""
+    from tests.support.local_postgres import PostgresServer
 
     try:
         return PostgresServer()

@@ -8,7 +8,7 @@ import re
 import httpx
 import pytest
 
-from scripts.local_server import (  # noqa: F401  (the test modules import these from here)
+from tests.support.local_server import (  # noqa: F401  (the test modules import these from here)
     BENTOML,
     Server,
     kill_server,

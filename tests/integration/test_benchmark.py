@@ -1,4 +1,4 @@
-"""A short smoke configuration of scripts/benchmark.py: service, naive design, LitServe and ceiling, side by side."""
+"""A short smoke run of the benchmark (bench/run.py): service, naive design, LitServe and ceiling, side by side."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts import benchmark
+from bench import run as benchmark
 
 pytestmark = pytest.mark.integration
 

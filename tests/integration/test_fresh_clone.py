@@ -28,7 +28,7 @@ DRIVER = textwrap.dedent('''
     import httpx
     from PIL import Image
     import skimage.data
-    from scripts.local_server import start_server, stop_server
+    from tests.support.local_server import start_server, stop_server
 
     subprocess.run(["ip", "link", "set", "lo", "up"], check=False)
     save = subprocess.run([sys.executable, "scripts/save_models.py", "all", "--dev"], capture_output=True, text=True)

@@ -24,9 +24,9 @@ from typing import Any
 
 import httpx
 
-from scripts.local_server import start_server, stop_server
+from tests.support.local_server import start_server, stop_server
 
-logger = logging.getLogger("benchmark.bulk")
+logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
 ROUTE = {"species": "classify", "aesthetic": "score"}
 PER_REQUEST = 32

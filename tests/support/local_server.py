@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 BENTOML = str(Path(sys.executable).with_name("bentoml"))
 

@@ -23,9 +23,10 @@ from typing import Any
 import httpx
 from PIL import Image
 
-from scripts.local_server import Server, own_home, start_server, stop_server
+from bench.load import measure, one_request
+from tests.support.local_server import Server, own_home, start_server, stop_server
 
-logger = logging.getLogger("benchmark.history")
+logger = logging.getLogger(__name__)
 ENDPOINTS = ("classify", "score", "zero-shot")
 
 
@@ -40,8 +41,6 @@ def _hostile() -> list[tuple[str, bytes]]:
 async def _burst(url: str, images: list[bytes], requests: int, model: str) -> dict[str, int]:
     """The history: ``requests`` large images per route at concurrency 128 (both routes at once, hostile inputs
     mixed in), then ``requests`` zero-shot jobs at concurrency 128. Status codes seen, by code."""
-    from scripts.benchmark import _one
-
     codes: dict[str, int] = {}
     hostile = _hostile()
     work = [(route, images[i % len(images)]) for i in range(requests) for route in ("classify", "score")]
@@ -58,7 +57,7 @@ async def _burst(url: str, images: list[bytes], requests: int, model: str) -> di
 
     async def job_worker(client: httpx.AsyncClient) -> None:
         for i in jobs:
-            ok = await _one(client, "service", "zero-shot", images[i % len(images)], model)
+            ok = await one_request(client, "service", "zero-shot", images[i % len(images)], model)
             codes["job_ok" if ok else "job_failed"] = codes.get("job_ok" if ok else "job_failed", 0) + 1
 
     limits = httpx.Limits(max_connections=140, max_keepalive_connections=140, keepalive_expiry=2.0)
@@ -72,8 +71,6 @@ def _phase(servers: dict[str, Server], images: list[bytes], requests: int, model
            rounds: int) -> dict[str, dict[str, Any]]:
     """Concurrency 1 and 32 on every endpoint, the systems alternating in ``rounds`` rounds (the others paused),
     so the machine's own drift falls on all of them alike. system -> endpoint -> figures."""
-    from scripts.benchmark import measure
-
     urls = {name: server.url for name, server in servers.items()}
     measured = measure(urls, list(ENDPOINTS), [1, 32], requests, images, model, rounds, servers)
     out: dict[str, dict[str, Any]] = {}

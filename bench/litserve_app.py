@@ -1,4 +1,4 @@
-"""A LitServe peer of the service, for side-by-side benchmarks (scripts/benchmark.py starts it).
+"""A LitServe peer of the service, for side-by-side benchmarks (bench/run.py starts it).
 
 Written as LitServe's documentation suggests (https://lightning.ai/docs/litserve): one ``LitAPI`` per model
 (``api_path`` /classify, /score, /zero_shot/<model>), requests as JSON with a base64 image, PIL decoding and the
@@ -8,8 +8,8 @@ takes the annotation as the FastAPI request type, and no annotation means a JSON
 entries as the service (SPECIES_MODEL, AESTHETIC_*, ZERO_SHOT_*) through the same load functions, so all
 systems run the same weights.
 
-    python scripts/litserve_app.py --port 3200                  # all four APIs in one server
-    python scripts/litserve_app.py --port 3201 --api /score     # one model per server, as the benchmark runs it
+    python bench/litserve_app.py --port 3200                  # all four APIs in one server
+    python bench/litserve_app.py --port 3201 --api /score     # one model per server, as the benchmark runs it
 """
 
 from __future__ import annotations
@@ -27,10 +27,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import litserve as ls  # noqa: E402
+
+import catalog  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-logger = logging.getLogger("litserve_app")
+logger = logging.getLogger(__name__)
 BATCH = {"max_batch_size": 64, "batch_timeout": 0.01}
 
 
@@ -56,11 +58,11 @@ class SpeciesAPI(ls.LitAPI):
     def setup(self, device: str) -> None:
         import timm
 
-        from runners.species import load_species
+        from engines.torch.classifier import load_species
         from serving.settings import settings
 
         self.device = torch.device(device)
-        self.model, self.labels, _ = load_species(_store_path(settings.species_model), self.device)
+        self.model, self.labels, _ = load_species(_store_path(settings.tag(catalog.species_model().name)), self.device)
         self.transform = timm.data.create_transform(**timm.data.resolve_model_data_config(self.model))
 
     def decode_request(self, request) -> torch.Tensor:
@@ -77,12 +79,12 @@ class SpeciesAPI(ls.LitAPI):
 
 class AestheticAPI(ls.LitAPI):
     def setup(self, device: str) -> None:
-        from runners.aesthetic import load_aesthetic
+        from engines.torch.head import load_aesthetic
         from serving.settings import settings
 
         self.device = torch.device(device)
-        self.clip, self.head, _ = load_aesthetic(_store_path(settings.aesthetic_clip_model),
-                                                 _store_path(settings.aesthetic_head_model), self.device)
+        self.clip, self.head, _ = load_aesthetic(_store_path(settings.tag(catalog.aesthetic_tower().name)),
+                                                 _store_path(settings.tag(catalog.aesthetic_tower().head)), self.device)
         self.transform = _open_clip_transform(self.clip)
 
     def decode_request(self, request) -> torch.Tensor:
@@ -100,17 +102,17 @@ class AestheticAPI(ls.LitAPI):
 class ZeroShotAPI(ls.LitAPI):
     """Class names per request, so no stacking: ``batch`` keeps the requests as a list."""
 
-    def __init__(self, name: str, tag_setting: str, **kwargs: Any) -> None:
+    def __init__(self, name: str, **kwargs: Any) -> None:
         super().__init__(api_path=f"/zero_shot/{name}", **kwargs)
-        self.tag_setting = tag_setting
+        self.name = name
 
     def setup(self, device: str) -> None:
-        from runners.zero_shot import load_zero_shot
+        from engines.torch.clip import load_zero_shot
         from serving.settings import settings
 
         self.device = torch.device(device)
         self.model, self.tokenizer, _, self.scale = load_zero_shot(
-            _store_path(getattr(settings, self.tag_setting)), self.device)
+            _store_path(settings.tag(self.name)), self.device)
         self.transform = _open_clip_transform(self.model)
 
     def decode_request(self, request) -> tuple[torch.Tensor, list[str]]:
@@ -138,18 +140,15 @@ class ZeroShotAPI(ls.LitAPI):
 
 
 def main() -> None:
-    from serving.settings import ZERO_SHOT_B32_NAME, ZERO_SHOT_L14_NAME
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=3200)
     parser.add_argument("--api", action="append", dest="paths", metavar="PATH",
                         help="serve only this API path (repeatable), e.g. /score; default: all four")
     args = parser.parse_args()
-    zero_shot = {ZERO_SHOT_L14_NAME: "zero_shot_l14_model", ZERO_SHOT_B32_NAME: "zero_shot_b32_model"}
+    zero_shot = ("clip-vit-large-patch14", "open-clip-vit-b32")
     apis = {"/classify": lambda: SpeciesAPI(api_path="/classify", **BATCH),
             "/score": lambda: AestheticAPI(api_path="/score", **BATCH),
-            **{f"/zero_shot/{name}": (lambda name=name, tag=tag: ZeroShotAPI(name, tag, **BATCH))
-               for name, tag in zero_shot.items()}}
+            **{f"/zero_shot/{name}": (lambda name=name: ZeroShotAPI(name, **BATCH)) for name in zero_shot}}
     unknown = sorted(set(args.paths or ()) - set(apis))
     if unknown:
         parser.error(f"unknown --api {', '.join(unknown)}; choose from {', '.join(apis)}")

@@ -1,10 +1,10 @@
-"""The naive design the service replaces, for side-by-side benchmarks (scripts/benchmark.py starts it).
+"""The naive design the service replaces, for side-by-side benchmarks (bench/run.py starts it).
 
 One FastAPI/uvicorn process: decode with PIL, the stock timm / open_clip eval transforms, one unbatched fp32
 forward per request. It loads the same store entries as the service (SPECIES_MODEL, AESTHETIC_*, ZERO_SHOT_*),
 so both sides run the same weights.
 
-    python scripts/naive_app.py --port 3100
+    python bench/naive_app.py --port 3100
 """
 
 from __future__ import annotations
@@ -28,23 +28,24 @@ from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.concurrency import run_in_threadpool  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from runners.aesthetic import load_aesthetic  # noqa: E402
-from runners.species import load_species  # noqa: E402
-from runners.zero_shot import load_zero_shot  # noqa: E402
-from serving.settings import ZERO_SHOT_B32_NAME, ZERO_SHOT_L14_NAME, settings  # noqa: E402
+from engines.torch.head import load_aesthetic  # noqa: E402
+from engines.torch.classifier import load_species  # noqa: E402
+from engines.torch.clip import load_zero_shot  # noqa: E402
+import catalog  # noqa: E402
+from serving.settings import settings  # noqa: E402
 
 app = FastAPI()
 MODELS: dict = {}
 
 
 def load(device: torch.device) -> None:
-    species, labels, _ = load_species(Path(bentoml.models.get(settings.species_model).path), device)
+    store = lambda name: Path(bentoml.models.get(settings.tag(name)).path)  # noqa: E731
+    species, labels, _ = load_species(store(catalog.species_model().name), device)
     MODELS["species"] = (species, labels, timm.data.create_transform(**timm.data.resolve_model_data_config(species)))
-    clip, head, _ = load_aesthetic(Path(bentoml.models.get(settings.aesthetic_clip_model).path),
-                                   Path(bentoml.models.get(settings.aesthetic_head_model).path), device)
+    clip, head, _ = load_aesthetic(store(catalog.aesthetic_tower().name), store(catalog.aesthetic_tower().head), device)
     MODELS["aesthetic"] = (clip, head, _open_clip_transform(clip))
-    for name, tag in ((ZERO_SHOT_L14_NAME, settings.zero_shot_l14_model), (ZERO_SHOT_B32_NAME, settings.zero_shot_b32_model)):
-        model, tokenizer, _, scale = load_zero_shot(Path(bentoml.models.get(tag).path), device)
+    for name in ("clip-vit-large-patch14", "open-clip-vit-b32"):
+        model, tokenizer, _, scale = load_zero_shot(store(name), device)
         MODELS[name] = (model, tokenizer, _open_clip_transform(model), scale)
     MODELS["device"] = device
 

@@ -24,12 +24,12 @@ from typing import Any
 import httpx
 import numpy as np
 
-from scripts.local_postgres import PostgresServer
-from scripts.local_server import own_home, start_server, stop_server
+from tests.support.local_postgres import PostgresServer
+from tests.support.local_server import own_home, start_server, stop_server
 from serving.job_store import COMPLETE, open_job_store
 from serving.jobs import JobWorker, wait_until_final
 
-logger = logging.getLogger("benchmark.jobs")
+logger = logging.getLogger(__name__)
 PIXELS = np.random.default_rng(0).integers(0, 256, (1, 224, 224, 3), dtype=np.uint8)
 TASK = "/api/tasks/zero-shot-image-classification"
 MODEL = "clip-vit-large-patch14"
@@ -115,7 +115,7 @@ def _http_level(url: str, body: dict, job: bool, concurrency: int, requests: int
 
 
 def run(levels: list[int], jobs: int, rounds: int, http_requests: int, logs: Path) -> dict[str, Any]:
-    """The whole comparison; PostgreSQL is a throwaway local server (scripts/local_postgres.py)."""
+    """The whole comparison; PostgreSQL is a throwaway local server (tests/support/local_postgres.py)."""
     import io
 
     import skimage.data

@@ -1,0 +1,1 @@
+"""Helpers the tests and benchmarks share: throwaway local servers (bentoml serve, PostgreSQL)."""
