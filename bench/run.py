@@ -272,9 +272,9 @@ def main(argv: list[str] | None = None, command: tuple[str, ...] = COMMAND) -> i
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, "
                    + (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"),
         "images": f"{len(images)} JPEGs: {', '.join(PHOTOS)} at long sides {args.sizes} px",
-        "settings": {name: getattr(settings, name) for name in (
-            "gateway_workers", "runner_queue_batches", "species_max_batch_size", "aesthetic_max_batch_size",
-            "zero_shot_max_batch_size", "torch_compile")},
+        "settings": {**{name: getattr(settings, name) for name in (
+            "gateway_workers", "runner_queue_batches", "torch_compile")},
+                     **{f"{prefix.lower()}_max_batch_size": size for prefix, (size, _) in settings.batching.items()}},
         "service": service, "naive": naive, "litserve": litserve, "ceiling": top,
         "summary": summarise(service, naive, top, litserve),
     }
