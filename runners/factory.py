@@ -103,6 +103,7 @@ class RunnerBase:
         if self.entry.head:
             self.head_stored = open_entry(self.entry.head)
             self.head = self.thread.call(engines.load, self.head_stored, engine_options())
+            self.thread.call(self.head.warm_up)
         self.cache = LRU(settings.zero_shot_text_cache) if "text" in self.entry.towers else None
         self.described = {**self.stored.describe(), "engine": self.engine.backend, "device": self.engine.device,
                           "preprocess": self.cfg.model_dump(mode="json"),

@@ -23,6 +23,12 @@ TASK = "zero-shot-image-classification"
 rest = FastAPI(title="Zero-shot image classification jobs (vitrivr feature-extraction-server layout)")
 
 
+@rest.exception_handler(ServiceError)
+async def _service_error(request: Request, err: ServiceError) -> Response:
+    """A ServiceError raised outside a route's own handling (e.g. by a dependency) keeps its status and body."""
+    return err.to_response()
+
+
 def bind(jobs: ZeroShotJobs) -> None:
     """Serve ``jobs`` (this gateway worker's) on these routes."""
     rest.state.jobs = jobs
