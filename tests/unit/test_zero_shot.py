@@ -140,3 +140,13 @@ def test_fes_raw_cosine_probabilities_follow_from_ours() -> None:
     logits = np.log(ours) / 100.0
     recovered = np.exp(logits - logits.max(axis=-1, keepdims=True))
     np.testing.assert_allclose(recovered / recovered.sum(axis=-1, keepdims=True), fes, rtol=1e-9)
+
+
+def test_rest_routes_before_the_gateway_binds_its_jobs_answer_503_starting(monkeypatch) -> None:
+    from starlette.testclient import TestClient
+
+    from capabilities.zero_shot import rest
+
+    monkeypatch.setattr(rest.state, "jobs", None, raising=False)
+    response = TestClient(rest).get("/models/open-clip-vit-b32/status")
+    assert response.status_code == 503 and response.json()["error"] == "starting"
