@@ -16,9 +16,9 @@ from starlette.responses import JSONResponse, Response
 
 from capabilities.common import fail
 from capabilities.zero_shot import ZeroShot
-from serving import job_metrics
+from jobs import COMPLETE, FAILED, FINAL, RUNNING, Job, JobWorker, open_job_store, wait_until_final
+from jobs import metrics as job_metrics
 from serving.errors import ServiceError
-from serving.jobs import COMPLETE, FAILED, FINAL, RUNNING, Job, JobWorker, open_job_store, wait_until_final
 from serving.schemas import JobAccepted, JobStatus, ZeroShotResult
 from serving.settings import settings
 from serving.zero_shot import ZeroShotConfig, check_wait

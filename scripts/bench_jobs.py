@@ -26,8 +26,7 @@ import numpy as np
 
 from scripts.local_postgres import PostgresServer
 from scripts.local_server import own_home, start_server, stop_server
-from serving.job_store import COMPLETE, open_job_store
-from serving.jobs import JobWorker, wait_until_final
+from jobs import COMPLETE, JobWorker, open_job_store, wait_until_final
 
 logger = logging.getLogger("benchmark.jobs")
 PIXELS = np.random.default_rng(0).integers(0, 256, (1, 224, 224, 3), dtype=np.uint8)

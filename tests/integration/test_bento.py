@@ -48,7 +48,7 @@ def test_tag_carries_the_project_version_and_a_build_id(bento) -> None:
 def test_bento_holds_the_code_and_references_every_model(bento) -> None:
     src = Path(bento.path) / "src"
     for name in ["service.py", "runners/species.py", "runners/aesthetic.py", "runners/zero_shot.py",
-                 "runners/_clip.py", "runners/_torch.py", "serving/imaging.py", "serving/jobs.py", "README.md"]:
+                 "runners/_clip.py", "runners/_torch.py", "serving/imaging.py", "jobs/worker.py", "README.md"]:
         assert (src / name).is_file(), name
     assert not (src / "tests").exists() and not (src / ".venv").exists()
     manifest = yaml.safe_load((Path(bento.path) / "bento.yaml").read_text())

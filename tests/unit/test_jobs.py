@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving.job_store_postgres import PostgresJobStore
-from serving.job_store_sqlite import SQLiteJobStore
-from serving.jobs import (CANCELLED, COMPLETE, FAILED, RUNNING, STARTING, JobStore, JobStoreUnavailable, JobWorker,
-                          open_job_store, wait_until_final)
+from jobs import (CANCELLED, COMPLETE, FAILED, RUNNING, STARTING, JobStore, JobStoreUnavailable, JobWorker,
+                  open_job_store, wait_until_final)
+from jobs.postgres import PostgresJobStore
+from jobs.sqlite import SQLiteJobStore
 from tests.conftest import postgres_server
 
 PIXELS = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)

@@ -10,7 +10,7 @@ import functools
 import time
 from types import SimpleNamespace
 
-from serving.job_store import FINAL, RUNNING, STARTING, Job
+from jobs.model import FINAL, RUNNING, STARTING, Job
 
 STATUSES = (STARTING, RUNNING, *FINAL)
 # Queue waits and run times: from a few ms (an idle GPU) to minutes (a long queue).

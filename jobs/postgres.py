@@ -17,8 +17,9 @@ import numpy as np
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from serving.job_store import (CANCELLED, COLUMNS, FAILED, FINISHED, QUEUED, RECONNECTED, RUNNING, STARTING, Job,
-                               JobStore, JobStoreUnavailable, dead_local_owners, pack, redact, unpack)
+from jobs.model import (CANCELLED, COLUMNS, FAILED, FINISHED, QUEUED, RECONNECTED, RUNNING, STARTING, Job,
+                        JobStoreUnavailable, dead_local_owners, pack, redact, unpack)
+from jobs.store import JobStore
 
 logger = logging.getLogger(__name__)
 

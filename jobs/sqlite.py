@@ -14,8 +14,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from serving.job_store import (CANCELLED, COLUMNS, FAILED, RUNNING, STARTING, Job, JobStore, JobStoreUnavailable,
-                               dead_local_owners, pack, unpack)
+from jobs.model import (CANCELLED, COLUMNS, FAILED, RUNNING, STARTING, Job, JobStoreUnavailable, dead_local_owners,
+                        pack, unpack)
+from jobs.store import JobStore
 
 logger = logging.getLogger(__name__)
 
