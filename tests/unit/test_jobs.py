@@ -8,7 +8,9 @@ import contextlib
 import io
 import itertools
 import os
+import socket
 import sqlite3
+import struct
 import subprocess
 import sys
 import threading
@@ -507,3 +509,165 @@ def test_a_postgres_outage_is_unavailable_then_recovers_and_no_outcome_is_lost(o
     assert first == RUNNING and (down.status, down.error) == (503, "job_store_unavailable")
     assert "Retry" in down.detail and down.headers["Retry-After"]
     assert done == [COMPLETE, COMPLETE]
+
+
+class Relay:
+    """A TCP relay in front of PostgreSQL that can fail the way a network path or a middlebox does: ``fail()``
+    breaks every open connection (``garble``: the client first gets bytes that are not PostgreSQL's protocol;
+    otherwise a reset) and answers new ones the same way; ``heal()`` relays again."""
+
+    def __init__(self, port: int) -> None:
+        self.target, self.mode, self._lock, self._socks = ("127.0.0.1", port), None, threading.Lock(), []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, url: str) -> str:
+        return url.replace(f":{self.target[1]}/", f":{self.port}/")
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if self.mode:
+                self._break(client)
+                continue
+            server = socket.create_connection(self.target)
+            with self._lock:
+                self._socks.append(client)
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := a.recv(65536):
+                b.sendall(data)
+        for s in (a, b):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def _break(self, client: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            if self.mode == "garble":
+                client.sendall(b"\x00\x00\x00\x00\x07garbage")
+            else:
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.close()
+
+    def fail(self, mode: str) -> None:
+        self.mode = mode
+        with self._lock:
+            socks, self._socks = self._socks, []
+        for client in socks:
+            self._break(client)
+
+    def heal(self) -> None:
+        self.mode = None
+
+    def close(self) -> None:
+        self._listener.close()
+        self.fail("reset")
+
+
+@pytest.fixture
+def relay(postgres):
+    """A relayed URL to a fresh database on the session's server, and the relay."""
+    url = postgres.new_database(f"relay_{os.getpid()}_{next(_databases)}")
+    relay = Relay(int(url.rsplit(":", 1)[1].split("/")[0]))
+    yield relay.url(url), relay
+    relay.close()
+
+
+_STORE_CALLS = {
+    "submit": lambda s, job: s.submit("m", False, PIXELS[:1], ["cat"], ["a {}."]),
+    "submit batched, leased": lambda s, job: s.submit("m", True, PIXELS, ["cat"], ["a {}."], owner="h:1:a"),
+    "get": lambda s, job: s.get(job),
+    "claim": lambda s, job: s.claim("h:1:a", 4),
+    "renew": lambda s, job: s.renew("h:1:a", [job]),
+    "finish": lambda s, job: s.finish(job, COMPLETE, result={"probabilities": [1.0]}),
+    "cancel": lambda s, job: s.cancel(job),
+    "retry_later": lambda s, job: s.retry_later(job, "again", 0),
+    "release_dead_local_owners": lambda s, job: s.release_dead_local_owners("h"),
+    "purge_expired": lambda s, job: s.purge_expired(),
+    "unfinished": lambda s, job: s.unfinished("m"),
+    "counts": lambda s, job: s.counts(),
+}
+
+
+def _until_answers(store: JobStore, within_s: float) -> float:
+    """Seconds until ``store`` answers again; fails after ``within_s``."""
+    start = time.monotonic()
+    while True:
+        try:
+            store.counts()
+            return time.monotonic() - start
+        except JobStoreUnavailable:
+            assert time.monotonic() - start < within_s, f"the store did not answer within {within_s} s"
+            time.sleep(0.1)
+
+
+@pytest.mark.parametrize("how", ["garble", "reset"])
+def test_every_store_method_answers_unavailable_when_the_connection_breaks_and_the_pool_recovers(relay, how) -> None:
+    url, relay = relay
+    store = PostgresJobStore(url, 60, 5, timeout_ms=1000, pool_options={"reconnect_timeout": 1.0})
+    store.init()
+    try:
+        failures = {}
+        for name, call in _STORE_CALLS.items():
+            relay.heal()
+            _until_answers(store, 15)  # a working pooled connection, which then breaks under the call
+            job = store.submit("m", True, PIXELS, ["cat"], ["a {}."]).id
+            relay.fail(how)
+            try:
+                call(store, job)
+                failures[name] = "answered while the database was unreachable"
+            except JobStoreUnavailable as exc:
+                assert (exc.status, exc.error, exc.headers["Retry-After"]) == (503, "job_store_unavailable", "2")
+            except Exception as exc:  # noqa: BLE001 (what the service would answer with a 500)
+                failures[name] = f"{type(exc).__module__}.{type(exc).__name__}: {exc}"
+        assert failures == {}
+        relay.heal()
+        _until_answers(store, 15)
+        assert store.submit("m", True, PIXELS, ["cat"], ["a {}."], owner="h:1:a").status == RUNNING
+    finally:
+        store.close()
+
+
+def test_a_read_only_database_answers_unavailable_for_writes(postgres) -> None:
+    url = postgres.new_database(f"readonly_{os.getpid()}")
+    store = PostgresJobStore(url, 60, 5, timeout_ms=1000)
+    store.init()
+    job = store.submit("m", False, PIXELS[:1], ["cat"], ["a {}."])
+    try:  # as after a failover onto a standby, or a managed database that ran out of disk
+        _sql(store, f"ALTER DATABASE {url.rsplit('/', 1)[1]} SET default_transaction_read_only = on")
+        _sql(store, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'vision-serve'")
+        for call in (lambda: store.submit("m", True, PIXELS, ["cat"], ["a {}."], owner="h:1:a"),
+                     lambda: store.claim("h:1:a", 1), lambda: store.cancel(job.id)):
+            with pytest.raises(JobStoreUnavailable, match="read-only"):
+                call()
+        assert store.get(job.id).status == STARTING
+    finally:
+        store.close()
+
+
+def test_the_pool_reconnects_soon_after_a_long_postgres_outage(own_postgres) -> None:
+    """psycopg_pool's backoff between reconnection attempts grows during an outage; with its default window
+    (300 s) the store still answered 503 a minute after a 70 s outage had ended."""
+    store = PostgresJobStore(own_postgres.url, 60, 5, timeout_ms=1000)
+    store.init()
+    try:
+        own_postgres.stop()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with pytest.raises(JobStoreUnavailable):
+                store.submit("m", True, PIXELS, ["cat"], ["a {}."], owner="h:1:a")
+            time.sleep(0.5)
+        own_postgres.start()
+        assert _until_answers(store, 30) < 5
+        assert store.submit("m", True, PIXELS, ["cat"], ["a {}."], owner="h:1:a").status == RUNNING
+    finally:
+        store.close()
+
