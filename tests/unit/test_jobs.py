@@ -671,3 +671,79 @@ def test_the_pool_reconnects_soon_after_a_long_postgres_outage(own_postgres) -> 
     finally:
         store.close()
 
+
+# The SQLite schemas released before versioning, with one queued and one complete job in them.
+_OLD_SQLITE = {
+    "pixels in jobs": (
+        "CREATE TABLE jobs (id TEXT PRIMARY KEY, model TEXT NOT NULL, batched INTEGER NOT NULL, status TEXT NOT NULL,"
+        " pixels BLOB, classes TEXT NOT NULL, templates TEXT NOT NULL, result TEXT, error TEXT, attempts INTEGER NOT"
+        " NULL DEFAULT 0, owner TEXT, lease_until REAL, not_before REAL NOT NULL DEFAULT 0, created_at REAL NOT NULL,"
+        " updated_at REAL NOT NULL, expires_at REAL);"
+        "CREATE INDEX jobs_queue ON jobs (status, created_at);"),
+    "job_inputs, unversioned": (
+        "CREATE TABLE jobs (id TEXT PRIMARY KEY, model TEXT NOT NULL, batched INTEGER NOT NULL, status TEXT NOT NULL,"
+        " classes TEXT NOT NULL, templates TEXT NOT NULL, result TEXT, error TEXT, attempts INTEGER NOT NULL DEFAULT"
+        " 0, owner TEXT, lease_until REAL, not_before REAL NOT NULL DEFAULT 0, created_at REAL NOT NULL, updated_at"
+        " REAL NOT NULL, expires_at REAL, cancel_requested INTEGER NOT NULL DEFAULT 0);"
+        "CREATE INDEX jobs_queue ON jobs (status, created_at);"
+        "CREATE TABLE job_inputs (id TEXT PRIMARY KEY, pixels BLOB NOT NULL);"),
+}
+QUEUED_ID, DONE_ID = "00000000-0000-4000-8000-000000000001", "00000000-0000-4000-8000-000000000002"
+
+
+def _old_sqlite_store(path: Path, schema: str) -> None:
+    buf = io.BytesIO()
+    np.save(buf, PIXELS, allow_pickle=False)
+    inline = schema == "pixels in jobs"
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.executescript(_OLD_SQLITE[schema])
+        for job_id, status, result, expires in ((QUEUED_ID, STARTING, None, None),
+                                                (DONE_ID, COMPLETE, '{"probabilities": [0.25]}', time.time() + 600)):
+            conn.execute("INSERT INTO jobs (id, model, batched, status, classes, templates, result, attempts,"
+                         " created_at, updated_at, expires_at) VALUES (?, 'm', 1, ?, '[\"cat\"]', '[\"a {}.\"]', ?,"
+                         " ?, 1, 1, ?)", (job_id, status, result, int(status == COMPLETE), expires))
+        if inline:
+            conn.execute("UPDATE jobs SET pixels = ? WHERE id = ?", (buf.getvalue(), QUEUED_ID))
+        else:
+            conn.execute("INSERT INTO job_inputs VALUES (?, ?)", (QUEUED_ID, buf.getvalue()))
+
+
+@pytest.mark.parametrize("schema", list(_OLD_SQLITE))
+def test_an_unversioned_sqlite_store_is_migrated_in_place_and_keeps_its_jobs(tmp_path: Path, schema: str) -> None:
+    path = tmp_path / "jobs.sqlite"
+    _old_sqlite_store(path, schema)
+    store = SQLiteJobStore(path, retention_s=60, lease_s=5)
+    store.init()
+    assert _sql(store, "PRAGMA user_version") == [(3,)]
+    assert store.get(DONE_ID).result == {"probabilities": [0.25]} and store.get(DONE_ID).status == COMPLETE
+    (job, pixels), = store.claim("h:1:a", 5)
+    assert job.id == QUEUED_ID and job.classes == ["cat"] and np.array_equal(pixels, PIXELS)
+    assert store.cancel(job.id)[1].status == RUNNING  # the cancellation column is there
+    assert store.finish(job.id, COMPLETE, result={"probabilities": [1.0]}).status == CANCELLED
+
+
+def test_a_sqlite_store_from_a_newer_release_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite"
+    store = SQLiteJobStore(path, retention_s=60, lease_s=5)
+    store.init()
+    job = store.submit("m", False, PIXELS[:1], ["cat"], ["a {}."])
+    _sql(store, "PRAGMA user_version = 99")
+    with pytest.raises(RuntimeError, match=r"schema version 99, newer than this release's 3: upgrade the service"):
+        SQLiteJobStore(path, retention_s=60, lease_s=5).init()
+    assert _sql(store, "PRAGMA user_version") == [(99,)] and store.get(job.id).status == STARTING
+
+
+def test_gateway_workers_migrating_one_sqlite_store_at_once_do_it_once(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite"
+    _old_sqlite_store(path, "pixels in jobs")
+    start = time.time() + 2  # every process past its imports, then all at once
+    code = ("import sys, time; from jobs.sqlite import SQLiteJobStore; s = SQLiteJobStore(sys.argv[1], 60, 5);"
+            "time.sleep(max(0, float(sys.argv[2]) - time.time())); s.init()")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path), str(start)], cwd=Path(__file__).parents[2],
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    errors = [p.communicate(timeout=60)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, errors
+    store = SQLiteJobStore(path, retention_s=60, lease_s=5)
+    assert _sql(store, "PRAGMA user_version") == [(3,)]
+    assert _sql(store, "SELECT id FROM job_inputs") == [(QUEUED_ID,)]
+    assert {job_id for job_id, in _sql(store, "SELECT id FROM jobs")} == {QUEUED_ID, DONE_ID}
