@@ -115,10 +115,13 @@ class JobWorker:
                 del self._watchers[job_id]
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-        for task in self.active.values():
+        """Cancel the loop and the running jobs, and return once they have ended (their store calls included),
+        so the store can be closed. A cancelled job stays leased to this worker until it is released or its lease
+        lapses, and then runs again."""
+        tasks = [t for t in (self._task, *self.active.values()) if t is not None]
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _loop(self) -> None:
         await self.ready()

@@ -747,3 +747,25 @@ def test_gateway_workers_migrating_one_sqlite_store_at_once_do_it_once(tmp_path:
     assert _sql(store, "PRAGMA user_version") == [(3,)]
     assert _sql(store, "SELECT id FROM job_inputs") == [(QUEUED_ID,)]
     assert {job_id for job_id, in _sql(store, "SELECT id FROM jobs")} == {QUEUED_ID, DONE_ID}
+
+
+def test_stopping_a_worker_waits_for_its_running_jobs_to_end(store: JobStore) -> None:
+    async def run() -> tuple[list[str], dict]:
+        started, ended = asyncio.Event(), []
+
+        async def execute(job, pixels):
+            started.set()
+            try:
+                await asyncio.sleep(60)
+            finally:  # a runner call being abandoned takes a moment
+                await asyncio.shield(asyncio.sleep(0.2))
+                ended.append(job.id)
+
+        async with started_worker(store, execute, concurrency=1) as worker:
+            job = await worker.submit("m", False, PIXELS[:1], ["cat"], ["a {}."])
+            await asyncio.wait_for(started.wait(), 5)
+        return ended == [job.id], dict(worker.active)
+
+    ended, active = asyncio.run(run())
+    assert ended and active == {}
+
