@@ -45,7 +45,8 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     def claim(self, owner: str, limit: int) -> list[tuple[Job, np.ndarray]]:
         """Lease up to ``limit`` runnable jobs (queued, or running under a lapsed lease) to ``owner``; no two
-        callers ever get the same attempt. Cancelled jobs whose worker is gone become ``cancelled`` instead."""
+        callers ever get the same attempt. Cancelled jobs whose worker is gone become ``cancelled`` instead. Each
+        job is as claimed: its ``updated_at`` is the time of the claim on the store's clock."""
 
     @abc.abstractmethod
     def renew(self, owner: str, job_ids: list[str]) -> None:

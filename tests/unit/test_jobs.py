@@ -769,3 +769,29 @@ def test_stopping_a_worker_waits_for_its_running_jobs_to_end(store: JobStore) ->
     ended, active = asyncio.run(run())
     assert ended and active == {}
 
+
+def test_queue_wait_is_measured_on_the_database_clock(postgres, monkeypatch) -> None:
+    from prometheus_client import REGISTRY
+
+    store = open_job_store(postgres.new_database(f"clock_{os.getpid()}"), retention_s=60, lease_s=5)
+    store.init()
+    model = f"clock-{uuid.uuid4().hex[:8]}"
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 3600)  # this replica's clock is an hour ahead
+
+    async def run() -> str:
+        async def execute(job, pixels):
+            return {"probabilities": [1.0]}
+
+        async with started_worker(store, execute, concurrency=1) as worker:
+            job = store.submit(model, False, PIXELS[:1], ["cat"], ["a {}."])  # queued: claimed by the worker
+            worker.notify()
+            return (await wait_until_final(store, job.id, 10, worker)).status
+
+    try:
+        assert asyncio.run(run()) == COMPLETE
+    finally:
+        store.close()
+    labels = {"model": model}
+    assert REGISTRY.get_sample_value("vision_job_queue_wait_seconds_count", labels) == 1
+    assert 0 <= REGISTRY.get_sample_value("vision_job_queue_wait_seconds_sum", labels) < 5
