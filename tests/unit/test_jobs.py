@@ -795,3 +795,35 @@ def test_queue_wait_is_measured_on_the_database_clock(postgres, monkeypatch) -> 
     labels = {"model": model}
     assert REGISTRY.get_sample_value("vision_job_queue_wait_seconds_count", labels) == 1
     assert 0 <= REGISTRY.get_sample_value("vision_job_queue_wait_seconds_sum", labels) < 5
+
+
+def test_each_jobs_module_imports_on_its_own_and_none_imports_one_that_imports_it_back() -> None:
+    import ast
+
+    root = Path(__file__).parents[2]
+    graph = {}
+    for path in sorted((root / "jobs").glob("*.py")):
+        name = "jobs" if path.stem == "__init__" else f"jobs.{path.stem}"
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):  # lazy imports inside functions too
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "jobs":
+                found.add(node.module)
+            elif isinstance(node, ast.Import):
+                found.update(a.name for a in node.names if a.name.split(".")[0] == "jobs")
+        graph[name] = found - {name}
+        code = f"import {name}"
+        run = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+
+    def below(name: str, seen: set[str]) -> set[str]:
+        for dep in graph.get(name, ()):
+            if dep not in seen:
+                seen.add(dep)
+                below(dep, seen)
+        return seen
+
+    assert [name for name in graph if name in below(name, set())] == []
+    assert not any("jobs" in graph[name] for name in graph if name != "jobs")  # nobody inside uses the face
+    serving = [p.name for p in (root / "serving").glob("*.py") if "from jobs" in p.read_text()
+               or "import jobs" in p.read_text()]
+    assert serving == []
