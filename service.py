@@ -31,7 +31,7 @@ from serving.schemas import ClassifyResponse, EmbedResponse, JobAccepted, JobSta
 from serving.settings import ZERO_SHOT_B32_LAION2B_NAME, ZERO_SHOT_B32_NAME, ZERO_SHOT_L14_NAME, settings
 from serving.zero_shot import ZeroShotConfig
 
-for _package in ("capabilities", "jobs", "runners", "serving"):  # their INFO lines (ready, /ui, job recovery) in the log
+for _package in ("capabilities", "jobs", "runners", "serving"):  # INFO lines (ready, /ui, job recovery) in the log
     logging.getLogger(_package).setLevel(logging.INFO)
 
 

@@ -31,8 +31,9 @@ def _create(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE TABLE IF NOT EXISTS jobs ("
                  " id TEXT PRIMARY KEY, model TEXT NOT NULL, batched INTEGER NOT NULL, status TEXT NOT NULL,"
                  " classes TEXT NOT NULL, templates TEXT NOT NULL, result TEXT, error TEXT,"
-                 " attempts INTEGER NOT NULL DEFAULT 0, owner TEXT, lease_until REAL, not_before REAL NOT NULL DEFAULT 0,"
-                 " created_at REAL NOT NULL, updated_at REAL NOT NULL, expires_at REAL)")
+                 " attempts INTEGER NOT NULL DEFAULT 0, owner TEXT, lease_until REAL,"
+                 " not_before REAL NOT NULL DEFAULT 0, created_at REAL NOT NULL, updated_at REAL NOT NULL,"
+                 " expires_at REAL)")
     conn.execute("CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, created_at)")
     conn.execute("CREATE TABLE IF NOT EXISTS job_inputs (id TEXT PRIMARY KEY, pixels BLOB NOT NULL)")
 
