@@ -27,7 +27,7 @@ from serving.middleware import GuardMiddleware, RawImageBodyMiddleware
 from serving.schemas import ClassifyResponse, EmbedResponse, JobAccepted, JobStatus, ScoreResponse, ScoresResponse, ZeroShotResult
 from serving.settings import settings
 
-for _package in ("capabilities", "runners", "engines", "serving", "jobs"):  # their INFO lines in the log
+for _package in ("capabilities", "runners", "engines", "jobs", "serving"):  # INFO lines (ready, /ui, job recovery)
     logging.getLogger(_package).setLevel(logging.INFO)
 
 CAPABILITIES = (Species, Aesthetic, Embedding, ZeroShot)

@@ -24,10 +24,9 @@ from typing import Any
 import httpx
 import numpy as np
 
+from jobs import COMPLETE, JobWorker, open_job_store, wait_until_final
 from tests.support.local_postgres import PostgresServer
 from tests.support.local_server import own_home, start_server, stop_server
-from serving.job_store import COMPLETE, open_job_store
-from serving.jobs import JobWorker, wait_until_final
 
 logger = logging.getLogger(__name__)
 PIXELS = np.random.default_rng(0).integers(0, 256, (1, 224, 224, 3), dtype=np.uint8)

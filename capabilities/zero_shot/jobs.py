@@ -16,12 +16,12 @@ from starlette.responses import JSONResponse, Response
 
 from capabilities.common import fail
 from capabilities.zero_shot.inference import ZeroShot
-from serving import job_metrics
+from capabilities.zero_shot.requests import ZeroShotConfig, check_wait
+from jobs import COMPLETE, FAILED, FINAL, RUNNING, Job, JobWorker, open_job_store, wait_until_final
+from jobs import metrics as job_metrics
 from serving.errors import ServiceError
-from serving.jobs import COMPLETE, FAILED, FINAL, RUNNING, Job, JobWorker, open_job_store, wait_until_final
 from serving.schemas import JobAccepted, JobStatus, ZeroShotResult
 from serving.settings import settings
-from capabilities.zero_shot.requests import ZeroShotConfig, check_wait
 
 
 def _iso(ts: float | None) -> str | None:

@@ -8,7 +8,9 @@ import contextlib
 import io
 import itertools
 import os
+import socket
 import sqlite3
+import struct
 import subprocess
 import sys
 import threading
@@ -19,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving.job_store_postgres import PostgresJobStore
-from serving.job_store_sqlite import SQLiteJobStore
-from serving.jobs import (CANCELLED, COMPLETE, FAILED, RUNNING, STARTING, JobStore, JobStoreUnavailable, JobWorker,
-                          open_job_store, wait_until_final)
+from jobs import (CANCELLED, COMPLETE, FAILED, RUNNING, STARTING, JobStore, JobStoreUnavailable, JobWorker,
+                  open_job_store, wait_until_final)
+from jobs.postgres import PostgresJobStore
+from jobs.sqlite import SQLiteJobStore
 from tests.conftest import postgres_server
 
 PIXELS = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
@@ -507,3 +509,321 @@ def test_a_postgres_outage_is_unavailable_then_recovers_and_no_outcome_is_lost(o
     assert first == RUNNING and (down.status, down.error) == (503, "job_store_unavailable")
     assert "Retry" in down.detail and down.headers["Retry-After"]
     assert done == [COMPLETE, COMPLETE]
+
+
+class Relay:
+    """A TCP relay in front of PostgreSQL that can fail the way a network path or a middlebox does: ``fail()``
+    breaks every open connection (``garble``: the client first gets bytes that are not PostgreSQL's protocol;
+    otherwise a reset) and answers new ones the same way; ``heal()`` relays again."""
+
+    def __init__(self, port: int) -> None:
+        self.target, self.mode, self._lock, self._socks = ("127.0.0.1", port), None, threading.Lock(), []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, url: str) -> str:
+        return url.replace(f":{self.target[1]}/", f":{self.port}/")
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:  # decided and recorded together, so a fail() meanwhile breaks this one too
+                if self.mode:
+                    self._break(client)
+                    continue
+                self._socks.append(client)
+            server = socket.create_connection(self.target)
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := a.recv(65536):
+                b.sendall(data)
+        for s in (a, b):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def _break(self, client: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            if self.mode == "garble":
+                client.sendall(b"\x00\x00\x00\x00\x07garbage")
+            else:
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.close()
+
+    def fail(self, mode: str) -> None:
+        with self._lock:
+            self.mode = mode
+            socks, self._socks = self._socks, []
+        for client in socks:
+            self._break(client)
+
+    def heal(self) -> None:
+        self.mode = None
+
+    def close(self) -> None:
+        self._listener.close()
+        self.fail("reset")
+
+
+@pytest.fixture
+def relay(postgres):
+    """A relayed URL to a fresh database on the session's server, and the relay."""
+    url = postgres.new_database(f"relay_{os.getpid()}_{next(_databases)}")
+    relay = Relay(int(url.rsplit(":", 1)[1].split("/")[0]))
+    yield relay.url(url), relay
+    relay.close()
+
+
+_STORE_CALLS = {
+    "submit": lambda s, job: s.submit("m", False, PIXELS[:1], ["cat"], ["a {}."]),
+    "submit batched, leased": lambda s, job: s.submit("m", True, PIXELS, ["cat"], ["a {}."], owner="h:1:a"),
+    "get": lambda s, job: s.get(job),
+    "claim": lambda s, job: s.claim("h:1:a", 4),
+    "renew": lambda s, job: s.renew("h:1:a", [job]),
+    "finish": lambda s, job: s.finish(job, COMPLETE, result={"probabilities": [1.0]}),
+    "cancel": lambda s, job: s.cancel(job),
+    "retry_later": lambda s, job: s.retry_later(job, "again", 0),
+    "release_dead_local_owners": lambda s, job: s.release_dead_local_owners("h"),
+    "purge_expired": lambda s, job: s.purge_expired(),
+    "unfinished": lambda s, job: s.unfinished("m"),
+    "counts": lambda s, job: s.counts(),
+}
+
+
+def _until_answers(store: JobStore, within_s: float) -> float:
+    """Seconds until ``store`` answers again; fails after ``within_s``."""
+    start = time.monotonic()
+    while True:
+        try:
+            store.counts()
+            return time.monotonic() - start
+        except JobStoreUnavailable:
+            assert time.monotonic() - start < within_s, f"the store did not answer within {within_s} s"
+            time.sleep(0.1)
+
+
+@pytest.mark.parametrize("how", ["garble", "reset"])
+def test_every_store_method_answers_unavailable_when_the_connection_breaks_and_the_pool_recovers(relay, how) -> None:
+    url, relay = relay
+    store = PostgresJobStore(url, 60, 5, timeout_ms=1000, pool_options={"reconnect_timeout": 1.0})
+    store.init()
+    try:
+        failures = {}
+        for name, call in _STORE_CALLS.items():
+            relay.heal()
+            _until_answers(store, 15)  # a working pooled connection, which then breaks under the call
+            job = store.submit("m", True, PIXELS, ["cat"], ["a {}."]).id
+            relay.fail(how)
+            try:
+                call(store, job)
+                failures[name] = "answered while the database was unreachable"
+            except JobStoreUnavailable as exc:
+                assert (exc.status, exc.error, exc.headers["Retry-After"]) == (503, "job_store_unavailable", "2")
+            except Exception as exc:  # noqa: BLE001 (what the service would answer with a 500)
+                failures[name] = f"{type(exc).__module__}.{type(exc).__name__}: {exc}"
+        assert failures == {}
+        relay.heal()
+        _until_answers(store, 15)
+        assert store.submit("m", True, PIXELS, ["cat"], ["a {}."], owner="h:1:a").status == RUNNING
+    finally:
+        store.close()
+
+
+def test_a_read_only_database_answers_unavailable_for_writes(postgres) -> None:
+    url = postgres.new_database(f"readonly_{os.getpid()}")
+    store = PostgresJobStore(url, 60, 5, timeout_ms=1000)
+    store.init()
+    job = store.submit("m", False, PIXELS[:1], ["cat"], ["a {}."])
+    try:  # as after a failover onto a standby, or a managed database that ran out of disk
+        _sql(store, f"ALTER DATABASE {url.rsplit('/', 1)[1]} SET default_transaction_read_only = on")
+        _sql(store, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'vision-serve'")
+        for call in (lambda: store.submit("m", True, PIXELS, ["cat"], ["a {}."], owner="h:1:a"),
+                     lambda: store.claim("h:1:a", 1), lambda: store.cancel(job.id)):
+            with pytest.raises(JobStoreUnavailable, match="read-only"):
+                call()
+        assert store.get(job.id).status == STARTING
+    finally:
+        store.close()
+
+
+def test_the_pool_reconnects_soon_after_a_long_postgres_outage(own_postgres) -> None:
+    """psycopg_pool's backoff between reconnection attempts grows during an outage; with its default window
+    (300 s) the store still answered 503 a minute after a 70 s outage had ended."""
+    store = PostgresJobStore(own_postgres.url, 60, 5, timeout_ms=1000)
+    store.init()
+    try:
+        own_postgres.stop()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with pytest.raises(JobStoreUnavailable):
+                store.submit("m", True, PIXELS, ["cat"], ["a {}."], owner="h:1:a")
+            time.sleep(0.5)
+        own_postgres.start()
+        assert _until_answers(store, 30) < 5
+        assert store.submit("m", True, PIXELS, ["cat"], ["a {}."], owner="h:1:a").status == RUNNING
+    finally:
+        store.close()
+
+
+# The SQLite schemas released before versioning, with one queued and one complete job in them.
+_OLD_SQLITE = {
+    "pixels in jobs": (
+        "CREATE TABLE jobs (id TEXT PRIMARY KEY, model TEXT NOT NULL, batched INTEGER NOT NULL, status TEXT NOT NULL,"
+        " pixels BLOB, classes TEXT NOT NULL, templates TEXT NOT NULL, result TEXT, error TEXT, attempts INTEGER NOT"
+        " NULL DEFAULT 0, owner TEXT, lease_until REAL, not_before REAL NOT NULL DEFAULT 0, created_at REAL NOT NULL,"
+        " updated_at REAL NOT NULL, expires_at REAL);"
+        "CREATE INDEX jobs_queue ON jobs (status, created_at);"),
+    "job_inputs, unversioned": (
+        "CREATE TABLE jobs (id TEXT PRIMARY KEY, model TEXT NOT NULL, batched INTEGER NOT NULL, status TEXT NOT NULL,"
+        " classes TEXT NOT NULL, templates TEXT NOT NULL, result TEXT, error TEXT, attempts INTEGER NOT NULL DEFAULT"
+        " 0, owner TEXT, lease_until REAL, not_before REAL NOT NULL DEFAULT 0, created_at REAL NOT NULL, updated_at"
+        " REAL NOT NULL, expires_at REAL, cancel_requested INTEGER NOT NULL DEFAULT 0);"
+        "CREATE INDEX jobs_queue ON jobs (status, created_at);"
+        "CREATE TABLE job_inputs (id TEXT PRIMARY KEY, pixels BLOB NOT NULL);"),
+}
+QUEUED_ID, DONE_ID = "00000000-0000-4000-8000-000000000001", "00000000-0000-4000-8000-000000000002"
+
+
+def _old_sqlite_store(path: Path, schema: str) -> None:
+    buf = io.BytesIO()
+    np.save(buf, PIXELS, allow_pickle=False)
+    inline = schema == "pixels in jobs"
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.executescript(_OLD_SQLITE[schema])
+        for job_id, status, result, expires in ((QUEUED_ID, STARTING, None, None),
+                                                (DONE_ID, COMPLETE, '{"probabilities": [0.25]}', time.time() + 600)):
+            conn.execute("INSERT INTO jobs (id, model, batched, status, classes, templates, result, attempts,"
+                         " created_at, updated_at, expires_at) VALUES (?, 'm', 1, ?, '[\"cat\"]', '[\"a {}.\"]', ?,"
+                         " ?, 1, 1, ?)", (job_id, status, result, int(status == COMPLETE), expires))
+        if inline:
+            conn.execute("UPDATE jobs SET pixels = ? WHERE id = ?", (buf.getvalue(), QUEUED_ID))
+        else:
+            conn.execute("INSERT INTO job_inputs VALUES (?, ?)", (QUEUED_ID, buf.getvalue()))
+
+
+@pytest.mark.parametrize("schema", list(_OLD_SQLITE))
+def test_an_unversioned_sqlite_store_is_migrated_in_place_and_keeps_its_jobs(tmp_path: Path, schema: str) -> None:
+    path = tmp_path / "jobs.sqlite"
+    _old_sqlite_store(path, schema)
+    store = SQLiteJobStore(path, retention_s=60, lease_s=5)
+    store.init()
+    assert _sql(store, "PRAGMA user_version") == [(3,)]
+    assert store.get(DONE_ID).result == {"probabilities": [0.25]} and store.get(DONE_ID).status == COMPLETE
+    (job, pixels), = store.claim("h:1:a", 5)
+    assert job.id == QUEUED_ID and job.classes == ["cat"] and np.array_equal(pixels, PIXELS)
+    assert store.cancel(job.id)[1].status == RUNNING  # the cancellation column is there
+    assert store.finish(job.id, COMPLETE, result={"probabilities": [1.0]}).status == CANCELLED
+
+
+def test_a_sqlite_store_from_a_newer_release_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite"
+    store = SQLiteJobStore(path, retention_s=60, lease_s=5)
+    store.init()
+    job = store.submit("m", False, PIXELS[:1], ["cat"], ["a {}."])
+    _sql(store, "PRAGMA user_version = 99")
+    with pytest.raises(RuntimeError, match=r"schema version 99, newer than this release's 3: upgrade the service"):
+        SQLiteJobStore(path, retention_s=60, lease_s=5).init()
+    assert _sql(store, "PRAGMA user_version") == [(99,)] and store.get(job.id).status == STARTING
+
+
+def test_gateway_workers_migrating_one_sqlite_store_at_once_do_it_once(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite"
+    _old_sqlite_store(path, "pixels in jobs")
+    start = time.time() + 2  # every process past its imports, then all at once
+    code = ("import sys, time; from jobs.sqlite import SQLiteJobStore; s = SQLiteJobStore(sys.argv[1], 60, 5);"
+            "time.sleep(max(0, float(sys.argv[2]) - time.time())); s.init()")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path), str(start)], cwd=Path(__file__).parents[2],
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    errors = [p.communicate(timeout=60)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, errors
+    store = SQLiteJobStore(path, retention_s=60, lease_s=5)
+    assert _sql(store, "PRAGMA user_version") == [(3,)]
+    assert _sql(store, "SELECT id FROM job_inputs") == [(QUEUED_ID,)]
+    assert {job_id for job_id, in _sql(store, "SELECT id FROM jobs")} == {QUEUED_ID, DONE_ID}
+
+
+def test_stopping_a_worker_waits_for_its_running_jobs_to_end(store: JobStore) -> None:
+    async def run() -> tuple[list[str], dict]:
+        started, ended = asyncio.Event(), []
+
+        async def execute(job, pixels):
+            started.set()
+            try:
+                await asyncio.sleep(60)
+            finally:  # a runner call being abandoned takes a moment
+                await asyncio.shield(asyncio.sleep(0.2))
+                ended.append(job.id)
+
+        async with started_worker(store, execute, concurrency=1) as worker:
+            job = await worker.submit("m", False, PIXELS[:1], ["cat"], ["a {}."])
+            await asyncio.wait_for(started.wait(), 5)
+        return ended == [job.id], dict(worker.active)
+
+    ended, active = asyncio.run(run())
+    assert ended and active == {}
+
+
+def test_queue_wait_is_measured_on_the_database_clock(postgres, monkeypatch) -> None:
+    from prometheus_client import REGISTRY
+
+    store = open_job_store(postgres.new_database(f"clock_{os.getpid()}"), retention_s=60, lease_s=5)
+    store.init()
+    model = f"clock-{uuid.uuid4().hex[:8]}"
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 3600)  # this replica's clock is an hour ahead
+
+    async def run() -> str:
+        async def execute(job, pixels):
+            return {"probabilities": [1.0]}
+
+        async with started_worker(store, execute, concurrency=1) as worker:
+            job = store.submit(model, False, PIXELS[:1], ["cat"], ["a {}."])  # queued: claimed by the worker
+            worker.notify()
+            return (await wait_until_final(store, job.id, 10, worker)).status
+
+    try:
+        assert asyncio.run(run()) == COMPLETE
+    finally:
+        store.close()
+    labels = {"model": model}
+    assert REGISTRY.get_sample_value("vision_job_queue_wait_seconds_count", labels) == 1
+    assert 0 <= REGISTRY.get_sample_value("vision_job_queue_wait_seconds_sum", labels) < 5
+
+
+def test_each_jobs_module_imports_on_its_own_and_none_imports_one_that_imports_it_back() -> None:
+    import ast
+
+    root = Path(__file__).parents[2]
+    graph = {}
+    for path in sorted((root / "jobs").glob("*.py")):
+        name = "jobs" if path.stem == "__init__" else f"jobs.{path.stem}"
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):  # lazy imports inside functions too
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "jobs":
+                found.add(node.module)
+            elif isinstance(node, ast.Import):
+                found.update(a.name for a in node.names if a.name.split(".")[0] == "jobs")
+        graph[name] = found - {name}
+        code = f"import {name}"
+        run = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+
+    def below(name: str, seen: set[str]) -> set[str]:
+        for dep in graph.get(name, ()):
+            if dep not in seen:
+                seen.add(dep)
+                below(dep, seen)
+        return seen
+
+    assert [name for name in graph if name in below(name, set())] == []
+    assert not any("jobs" in graph[name] for name in graph if name != "jobs")  # nobody inside uses the face
+    serving = [p.name for p in (root / "serving").glob("*.py") if "from jobs" in p.read_text()
+               or "import jobs" in p.read_text()]
+    assert serving == []

@@ -15,10 +15,11 @@ from typing import Any, Callable
 
 import numpy as np
 import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout, TooManyRequests
 
-from serving.job_store import (CANCELLED, COLUMNS, FAILED, FINISHED, QUEUED, RECONNECTED, RUNNING, STARTING, Job,
-                               JobStore, JobStoreUnavailable, dead_local_owners, pack, redact, unpack)
+from jobs.model import (CANCELLED, COLUMNS, FAILED, FINISHED, QUEUED, RECONNECTED, RUNNING, STARTING, Job,
+                        JobStoreUnavailable, dead_local_owners, pack, redact, unpack)
+from jobs.store import JobStore
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,13 @@ SCHEMA_VERSION = 1
 _LOCK = 0x7669_7369_6F6E  # advisory lock id held while the schema is created or upgraded
 _NOW = "extract(epoch FROM clock_timestamp())"
 _CHANNELS = {"vision_jobs_queued": QUEUED, "vision_jobs_finished": FINISHED}
+# Errors in a statement itself (a bug, not an outage) when the connection still works: not hidden behind a 503.
+_MISTAKES = (psycopg.ProgrammingError, psycopg.IntegrityError, psycopg.DataError, psycopg.NotSupportedError)
+# Failures a second try at once would not cure: the statement timed out, or no connection is to be had.
+_NO_RETRY = (psycopg.errors.QueryCanceled, PoolTimeout, PoolClosed, TooManyRequests)
+# psycopg_pool gives up re-creating a lost connection after this long (then tries again on the next request); its
+# default, 300 s, let the backoff between attempts grow to minutes, so a long outage outlived the database's return.
+RECONNECT_TIMEOUT_S = 10.0
 # Pixels live in job_inputs, so claims and lease renewals never touch them; stored out of line and uncompressed
 # (pglz gained little on pixels and cost more CPU than the bytes it saved).
 _MIGRATIONS = {
@@ -51,10 +59,12 @@ class PostgresJobStore(JobStore):
     notifies = True
 
     def __init__(self, url: str, retention_s: float, lease_s: float, *, pool_size: int = 8,
-                 timeout_ms: int = 5000) -> None:
+                 timeout_ms: int = 5000, pool_options: dict[str, Any] | None = None) -> None:
+        """``pool_options``: more ConnectionPool arguments (tests shorten ``reconnect_timeout``, ``max_lifetime``)."""
         self.url, self.retention_s, self.lease_s, self.timeout_ms = url, retention_s, lease_s, timeout_ms
         self.pool = ConnectionPool(
             url, min_size=1, max_size=max(1, pool_size), timeout=timeout_ms / 1000, open=False, name="job-store",
+            **{"reconnect_timeout": RECONNECT_TIMEOUT_S, **(pool_options or {})},
             kwargs={"autocommit": True, "connect_timeout": max(1, timeout_ms // 1000),
                     "application_name": "vision-serve",
                     "options": f"-c statement_timeout={timeout_ms} -c idle_in_transaction_session_timeout="
@@ -65,13 +75,20 @@ class PostgresJobStore(JobStore):
     def _call(self, fn: Callable[[psycopg.Connection], Any]) -> Any:
         """``fn`` on a pooled connection (autocommit: each statement is its own transaction unless ``fn`` opens
         one). A connection the server dropped (a restart) is replaced and ``fn`` tried once more on a fresh one;
-        every write here is safe to repeat."""
+        every write here is safe to repeat. Any failure of the database or of the way to it is
+        JobStoreUnavailable (503), whatever class the driver gives it; a mistake in a statement on a working
+        connection is raised as it is."""
         for attempt in (1, 2):
+            conn: psycopg.Connection | None = None
             try:
                 with self.pool.connection() as conn:
                     return fn(conn)
-            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                stale = attempt == 1 and not isinstance(exc, (psycopg.errors.QueryCanceled, PoolTimeout))
+            except (psycopg.Error, OSError) as exc:
+                lost = conn is not None and (conn.broken or conn.closed)
+                if isinstance(exc, _MISTAKES) and not lost:
+                    raise
+                stale = attempt == 1 and (lost or (isinstance(exc, psycopg.OperationalError)
+                                                   and not isinstance(exc, _NO_RETRY)))
                 if not stale:
                     raise JobStoreUnavailable(f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}") from None
 
@@ -260,7 +277,7 @@ class PostgresJobStore(JobStore):
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=1.0):
                             on_event(_CHANNELS.get(note.channel, note.channel), note.payload)
-            except psycopg.Error as exc:
+            except (psycopg.Error, OSError) as exc:
                 if delay == 0.2:
                     logger.warning("Job store notifications lost (%s); reconnecting", type(exc).__name__)
                 self._stop.wait(delay)

@@ -3,7 +3,7 @@
 A job is written (with its preprocessed pixels) before its id is returned, so accepted work survives any crash.
 Workers claim jobs with a lease they keep renewing; a job whose worker died is claimed again once its lease
 lapses, or at once when the dead worker was a process on this host. The store is SQLite or PostgreSQL
-(:mod:`serving.job_store`); with PostgreSQL every replica's workers share the queue, are woken by notifications
+(:mod:`jobs.store`); with PostgreSQL every replica's workers share the queue, are woken by notifications
 and keep retrying their writes while the database is away.
 """
 
@@ -20,13 +20,11 @@ from typing import Any, Awaitable, Callable
 import anyio
 import numpy as np
 
-from serving import job_metrics
+import jobs.metrics as job_metrics
+from jobs.model import COMPLETE, FAILED, FINAL, FINISHED, QUEUED, RECONNECTED, Job, JobStoreUnavailable
+from jobs.store import JobStore
 from serving.errors import is_overload
-from serving.job_store import (CANCELLED, COMPLETE, FAILED, FINAL, FINISHED, QUEUED, RECONNECTED, RUNNING,
-                               STARTING, Job, JobStore, JobStoreUnavailable, open_job_store)
 
-__all__ = ["CANCELLED", "COMPLETE", "FAILED", "FINAL", "RUNNING", "STARTING", "Job", "JobStore", "JobStoreUnavailable",
-           "JobWorker", "open_job_store", "wait_until_final"]
 logger = logging.getLogger(__name__)
 COUNTS_EVERY_S = 5.0  # the jobs-by-status gauge is read from the store at most this often
 
@@ -117,10 +115,13 @@ class JobWorker:
                 del self._watchers[job_id]
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-        for task in self.active.values():
+        """Cancel the loop and the running jobs, and return once they have ended (their store calls included),
+        so the store can be closed. A cancelled job stays leased to this worker until it is released or its lease
+        lapses, and then runs again."""
+        tasks = [t for t in (self._task, *self.active.values()) if t is not None]
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _loop(self) -> None:
         await self.ready()

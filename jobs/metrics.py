@@ -7,10 +7,9 @@ folder (created earlier, they would be invisible to ``/metrics``).
 from __future__ import annotations
 
 import functools
-import time
 from types import SimpleNamespace
 
-from serving.job_store import FINAL, RUNNING, STARTING, Job
+from jobs.model import FINAL, RUNNING, STARTING, Job
 
 STATUSES = (STARTING, RUNNING, *FINAL)
 # Queue waits and run times: from a few ms (an idle GPU) to minutes (a long queue).
@@ -45,8 +44,8 @@ def set_counts(counts: dict[str, int]) -> None:
 def started(job: Job) -> None:
     m = _metrics()
     m.attempts.labels(job.model).inc()
-    if job.attempts == 1:
-        m.queue_wait.labels(job.model).observe(max(0.0, time.time() - job.created_at))
+    if job.attempts == 1:  # both times from the store's clock: the claim (or leased submit) set updated_at
+        m.queue_wait.labels(job.model).observe(max(0.0, job.updated_at - job.created_at))
 
 
 def ran(model: str, seconds: float) -> None:
