@@ -1,1 +1,2 @@
-"""Shared, model-free pieces of the vision service: settings, errors, image handling, model store."""
+"""The HTTP edge, model-free: errors, schemas, settings, image decoding and preprocessing, admission, middleware,
+the runners' batcher and caches."""
