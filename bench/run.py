@@ -14,6 +14,7 @@ Writes results.json, results.md and plot.png to ``--out``.
     python scripts/benchmark.py --jobs-only --out docs/benchmarks/jobs-cpu     # the job store: SQLite vs PostgreSQL
     python scripts/benchmark.py --bulk-only --out docs/benchmarks/bulk-cpu     # python -m bulk vs the HTTP routes
     python scripts/benchmark.py --history --out docs/benchmarks/history-cpu    # latency before and after a history
+    python scripts/benchmark.py --precision --out docs/benchmarks/precision-cpu  # PRECISION=fp32 vs bf16
 
 ``python -m bench`` takes the same arguments.
 """
@@ -203,6 +204,8 @@ def main(argv: list[str] | None = None, command: tuple[str, ...] = COMMAND) -> i
                         help="measure bulk scoring instead: python -m bulk vs the HTTP routes (bench/bulk.py)")
     target.add_argument("--history", action="store_true",
                         help="latency drift: fresh vs after a burst and idle, per batcher (bench/history.py)")
+    target.add_argument("--precision", action="store_true",
+                        help="the service with PRECISION=fp32 and bf16 side by side (bench/precision.py)")
     parser.add_argument("--history-burst", type=int, default=256, help="--history: burst requests per route")
     parser.add_argument("--history-idle", type=float, default=30, help="--history: idle seconds after the burst")
     parser.add_argument("--jobs", type=int, default=2000, help="--jobs-only: jobs per store, path and level")
@@ -234,6 +237,8 @@ def main(argv: list[str] | None = None, command: tuple[str, ...] = COMMAND) -> i
         return bulk_only(args, argv, logs, command)
     if args.history:
         return history(args, argv, logs, command)
+    if args.precision:
+        return precision(args, argv, logs, command)
     images = make_images(_ints(args.sizes))
     servers: dict[str, Server] = {}
     try:  # every system is up for the whole run; the ones not being measured are paused
@@ -320,6 +325,16 @@ def history(args: argparse.Namespace, argv: list[str] | None, logs: Path, comman
                                f"{args.requests} requests per level in {args.rounds} rounds alternating between "
                                f"the systems, JPEGs of {args.sizes} px")
     return _write_side_report(args, argv, results, bench_history.markdown, command)
+
+
+def precision(args: argparse.Namespace, argv: list[str] | None, logs: Path,
+              command: tuple[str, ...] = COMMAND) -> int:
+    from bench import precision as bench_precision
+
+    results = bench_precision.run(make_images(_ints(args.sizes)), args.requests, args.zero_shot_model, logs,
+                                  args.rounds)
+    results["images"] = f"{', '.join(PHOTOS)} at long sides {args.sizes} px"
+    return _write_side_report(args, argv, results, bench_precision.markdown, command)
 
 
 def bulk_only(args: argparse.Namespace, argv: list[str] | None, logs: Path, command: tuple[str, ...] = COMMAND) -> int:

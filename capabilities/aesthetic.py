@@ -16,7 +16,8 @@ import numpy as np
 from starlette.responses import Response
 
 import catalog
-from capabilities.common import Runners, answer_batch, fail, image_batch, model_headers, request_body, run_model
+from capabilities.common import (RunnerFacts, Runners, answer_batch, fail, image_batch, model_headers, request_body,
+                                 run_model)
 from model_store import DEV, RELEASE, open_entry
 from serving.admission import RunnerGate
 from serving.errors import ServiceError
@@ -55,7 +56,7 @@ class Aesthetic:
         dev = DEV in (tower["variant"], head_info["variant"])
         self.info = ScoreModelInfo(tag=tower["tag"], variant=DEV if dev else RELEASE,
                                    head=head_info["tag"], head_variant=head_info["variant"])
-        self._runners, self._gates = runners, gates
+        self._runners, self._gates, self.facts = runners, gates, RunnerFacts(runners)
 
     async def _raw(self, pixels: np.ndarray) -> list[float]:
         """One runner call for the whole batch; the head's outputs, checked to be finite."""
@@ -67,24 +68,27 @@ class Aesthetic:
             raise ServiceError(503, "inference_failed", "The aesthetic model failed; retry shortly.")
         return raws
 
-    def _answer(self, raw: float) -> ScoreResponse:
-        return ScoreResponse(score=clamp_score(raw), raw=raw, model=self.info)
+    @staticmethod
+    def _answer(raw: float, info: ScoreModelInfo) -> ScoreResponse:
+        return ScoreResponse(score=clamp_score(raw), raw=raw, model=info)
 
     async def score(self, image: bytes, ctx: bentoml.Context) -> ScoreResponse | Response:
         try:
             (raw,) = await self._raw(await image_batch(request_body(image, ctx), self.cfg))
         except ServiceError as err:
             return fail(ctx, err)
-        model_headers(ctx, self.info)
-        return self._answer(raw)
+        info = await self.facts.with_precision(self.info, self.model.key)
+        model_headers(ctx, info)
+        return self._answer(raw, info)
 
     async def score_batch(self, images: list[Path], ctx: bentoml.Context) -> dict[str, Any] | Response:
         """Several images (multipart field ``images``) in one runner call; a bad image gets its error in its slot."""
         try:
-            results = await answer_batch(images, self.cfg, self._raw, self._answer)
+            info = await self.facts.with_precision(self.info, self.model.key)
+            results = await answer_batch(images, self.cfg, self._raw, lambda raw: self._answer(raw, info))
         except ServiceError as err:
             return fail(ctx, err)
-        model_headers(ctx, self.info)
+        model_headers(ctx, info)
         return ScoreBatchResponse(results=results).model_dump(mode="json")
 
     async def scores(self, image: bytes, ctx: bentoml.Context) -> ScoresResponse | Response:

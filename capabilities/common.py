@@ -38,6 +38,29 @@ def fail(ctx: bentoml.Context, err: ServiceError) -> Response:
 def model_headers(ctx: bentoml.Context, info: ModelInfo) -> None:
     ctx.response.headers["X-Model-Tag"] = info.tag
     ctx.response.headers["X-Model-Variant"] = info.variant
+    if info.precision:
+        ctx.response.headers["X-Model-Precision"] = info.precision
+
+
+class RunnerFacts:
+    """What each runner says of itself in ``info()`` (engine, device, precision), asked once per gateway worker
+    and kept once it has answered."""
+
+    def __init__(self, runners: Runners) -> None:
+        self._runners, self._known = runners, {}
+
+    async def precision(self, key: str) -> str | None:
+        """The precision runner ``key`` runs in, or None while it does not say (not ready, or a test's fake)."""
+        if key not in self._known:
+            try:
+                self._known[key] = (await self._runners(key).to_async.info()).get("precision")
+            except Exception:  # noqa: BLE001 (asked again with the next answer)
+                return None
+        return self._known[key]
+
+    async def with_precision(self, info: ModelInfo, key: str) -> ModelInfo:
+        """``info`` with the precision runner ``key`` runs in."""
+        return info.model_copy(update={"precision": await self.precision(key)})
 
 
 async def image_batch(data: bytes, cfg: PreprocessConfig) -> np.ndarray:

@@ -14,7 +14,7 @@ import numpy as np
 from starlette.responses import Response
 
 import catalog
-from capabilities.common import Runners, fail, image_batch, model_headers, request_body, run_model
+from capabilities.common import RunnerFacts, Runners, fail, image_batch, model_headers, request_body, run_model
 from model_store import open_entry
 from serving.admission import RunnerGate
 from serving.errors import ServiceError
@@ -53,7 +53,7 @@ class Embedding:
         entries = {name: open_entry(name) for name in TOWERS}
         self.cfgs = {name: e.meta.require_preprocess() for name, e in entries.items()}
         self.infos = {name: ModelInfo(**e.describe()) for name, e in entries.items()}
-        self._runners, self._gates = runners, gates
+        self._runners, self._gates, self.facts = runners, gates, RunnerFacts(runners)
 
     async def embeddings(self, name: str, pixels: np.ndarray) -> np.ndarray:
         """One runner call: L2-normalised embeddings ``(N, D)`` of preprocessed images for tower ``name``."""
@@ -67,5 +67,6 @@ class Embedding:
             (vector,) = await self.embeddings(name, await image_batch(request_body(image, ctx), self.cfgs[name]))
         except ServiceError as err:
             return fail(ctx, err)
-        model_headers(ctx, self.infos[name])
-        return EmbedResponse(embedding=vector.tolist(), dim=len(vector), model=self.infos[name])
+        info = await self.facts.with_precision(self.infos[name], TOWERS[name].key)
+        model_headers(ctx, info)
+        return EmbedResponse(embedding=vector.tolist(), dim=len(vector), model=info)

@@ -11,7 +11,8 @@ import numpy as np
 from starlette.responses import Response
 
 import catalog
-from capabilities.common import Runners, answer_batch, fail, image_batch, model_headers, request_body, run_model
+from capabilities.common import (RunnerFacts, Runners, answer_batch, fail, image_batch, model_headers, request_body,
+                                 run_model)
 from model_store import open_entry
 from serving.admission import RunnerGate
 from serving.errors import ServiceError
@@ -49,17 +50,17 @@ class Species:
         entry = open_entry(self.model.name)
         self.cfg = entry.meta.require_preprocess()
         self.info = ModelInfo(**entry.describe())
-        self._runners, self._gates = runners, gates
+        self._runners, self._gates, self.facts = runners, gates, RunnerFacts(runners)
 
     async def _predict(self, pixels: np.ndarray) -> list[Any]:
         """One runner call for the whole batch."""
         key = self.model.key
         return await run_model(self._gates[key].call(self._runners(key).to_async.predict, pixels), "species")
 
-    def _answer(self, top: Any, top_k: int) -> ClassifyResponse:
+    def _answer(self, top: Any, top_k: int, info: ModelInfo) -> ClassifyResponse:
         return ClassifyResponse(predictions=[Prediction(species=s, label=s, score=p)
                                              for s, p in zip(top.labels[:top_k], top.scores[:top_k])],
-                                model=self.info)
+                                model=info)
 
     async def classify(self, image: bytes, ctx: bentoml.Context) -> ClassifyResponse | Response:
         try:
@@ -67,16 +68,18 @@ class Species:
             (top,) = await self._predict(await image_batch(request_body(image, ctx), self.cfg))
         except ServiceError as err:
             return fail(ctx, err)
-        model_headers(ctx, self.info)
-        return self._answer(top, top_k)
+        info = await self.facts.with_precision(self.info, self.model.key)
+        model_headers(ctx, info)
+        return self._answer(top, top_k, info)
 
     async def classify_batch(self, images: list[Path], top_k: int | None,
                              ctx: bentoml.Context) -> dict[str, Any] | Response:
         """Several images (multipart field ``images``) in one runner call; a bad image gets its error in its slot."""
         try:
             k = parse_top_k(str(top_k) if top_k is not None else ctx.request.query_params.get("top_k"))
-            results = await answer_batch(images, self.cfg, self._predict, lambda top: self._answer(top, k))
+            info = await self.facts.with_precision(self.info, self.model.key)
+            results = await answer_batch(images, self.cfg, self._predict, lambda top: self._answer(top, k, info))
         except ServiceError as err:
             return fail(ctx, err)
-        model_headers(ctx, self.info)
+        model_headers(ctx, info)
         return ClassifyBatchResponse(results=results).model_dump(mode="json")

@@ -30,19 +30,22 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class EngineOptions:
-    """How to run: ``device`` (auto, cpu, cuda), ``compile`` (off or a torch.compile mode), ``threads`` (CPU
-    threads for the engine's own work; 0 leaves the backend's default)."""
+    """How to run: ``device`` (auto, cpu, cuda), ``precision`` (auto, fp32, bf16), ``compile`` (off or a
+    torch.compile mode), ``threads`` (CPU threads for the engine's own work; 0 leaves the backend's default)."""
 
     device: str = "auto"
+    precision: str = ""  # unset: bf16 autocast on CUDA, fp32 on a CPU
     compile: str = "off"
     threads: int = 0
 
 
 class Engine(Protocol):
-    """What every engine has: its backend's name, where it runs, and a warm-up that compiles or caches kernels."""
+    """What every engine has: its backend's name, where it runs and in which precision (fp32, bf16), and a
+    warm-up that compiles or caches kernels."""
 
     backend: str
     device: str
+    precision: str
 
     def warm_up(self) -> None: ...
 

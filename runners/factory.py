@@ -73,7 +73,7 @@ def runner_config() -> dict[str, Any]:
 
 
 def engine_options() -> engines.EngineOptions:
-    return engines.EngineOptions(device=settings.device, compile=settings.torch_compile)
+    return engines.EngineOptions(device=settings.device, precision=settings.precision, compile=settings.torch_compile)
 
 
 def prompts_for(classes: Sequence[str], templates: Sequence[str]) -> list[str]:
@@ -106,10 +106,12 @@ class RunnerBase:
             self.thread.call(self.head.warm_up)
         self.cache = LRU(settings.zero_shot_text_cache) if "text" in self.entry.towers else None
         self.described = {**self.stored.describe(), "engine": self.engine.backend, "device": self.engine.device,
+                          "precision": self.engine.precision,
                           "preprocess": self.cfg.model_dump(mode="json"),
                           **({"logit_scale": self.stored.meta.logit_scale} if self.cache is not None else {})}
-        logger.info("%s ready: %s%s on %s (%s engine)", name, self.stored.tag,
-                    f" + {self.head_stored.tag}" if self.head else "", self.engine.device, self.engine.backend)
+        logger.info("%s ready: %s%s on %s in %s (%s engine; PRECISION=%s)", name, self.stored.tag,
+                    f" + {self.head_stored.tag}" if self.head else "", self.engine.device, self.engine.precision,
+                    self.engine.backend, settings.precision or "unset")
 
     # the work each API hands to the inference thread
     def _top_k(self, images: np.ndarray) -> list[TopK]:

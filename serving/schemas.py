@@ -16,6 +16,8 @@ class Prediction(BaseModel):
 class ModelInfo(BaseModel):
     tag: str = Field(description="BentoML model store tag that produced the answer")
     variant: str = Field(description="'release' for real weights, 'dev' for tiny random test models")
+    precision: str | None = Field(None, description="'fp32' or 'bf16': the precision the model ran in (PRECISION); "
+                                                    "null until its runner has said")
 
 
 class ClassifyResponse(BaseModel):

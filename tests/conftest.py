@@ -31,6 +31,23 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 
+def served_precision() -> str:
+    """The precision a server started by the tests runs its models in on this machine (PRECISION; unset: fp32 on a
+    CPU)."""
+    import torch
+
+    from engines.torch.common import resolve_precision
+
+    return resolve_precision(os.environ.get("PRECISION", ""), torch.device("cpu"))
+
+
+# How far an answer may be from an independent fp32 reference: exact up to float noise in fp32, and within the
+# parity bounds of bf16 (README, "CPU precision") where the models run in bf16.
+EXACT = served_precision() == "fp32"
+SCORE_TOLERANCE = 1e-3 if EXACT else 0.05
+PROBABILITY_TOLERANCE = 1e-4 if EXACT else 1e-3
+
+
 def shared_file(relative: str) -> Path:
     """A third-party data file from ``$SHARED_DATA_DIR`` (default ``../shared/data``), or skip."""
     path = SHARED_DATA / relative

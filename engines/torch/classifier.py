@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from engines import EngineOptions
-from engines.torch.common import autocast, compile_model, pick_device, to_normalised, warm_up_sizes
+from engines.torch.common import Precision, compile_model, default_precision, pick_device, to_normalised, warm_up_sizes
 from serving.imaging import PreprocessConfig
 
 if TYPE_CHECKING:
@@ -32,18 +32,21 @@ def load_species(path: Path, device: torch.device) -> tuple[torch.nn.Module, lis
     return model.eval().to(device), list(names), cfg
 
 
-def preprocess_batch(images: np.ndarray, cfg: PreprocessConfig, device: torch.device) -> torch.Tensor:
+def preprocess_batch(images: np.ndarray, cfg: PreprocessConfig, device: torch.device,
+                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Check the batch matches the model's input size and normalise it on the device."""
     if images.shape[1:3] != (cfg.height, cfg.width):
         raise ValueError(f"expected images of {cfg.height}x{cfg.width}, got {images.shape[1]}x{images.shape[2]}")
-    return to_normalised(images, cfg.mean, cfg.std, device)
+    return to_normalised(images, cfg.mean, cfg.std, device, dtype)
 
 
-def top_k(model: torch.nn.Module, cfg: PreprocessConfig, images: np.ndarray, k: int,
-          device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 ``(N, H, W, 3)`` -> (softmax probabilities, class indices), each ``(N, k)``, best first."""
-    with torch.inference_mode(), autocast(device):
-        logits = model(preprocess_batch(images, cfg, device))
+def top_k(model: torch.nn.Module, cfg: PreprocessConfig, images: np.ndarray, k: int, device: torch.device,
+          precision: Precision | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 ``(N, H, W, 3)`` -> (softmax probabilities, class indices), each ``(N, k)``, best first; the softmax
+    is taken in fp32 whatever the model's precision."""
+    precision = precision or default_precision(device)
+    with torch.inference_mode(), precision.context():
+        logits = model(preprocess_batch(images, cfg, device, precision.dtype))
     scores, indices = logits.float().softmax(dim=-1).topk(min(k, logits.shape[-1]), dim=-1)
     return scores.cpu().numpy(), indices.cpu().numpy()
 
@@ -58,11 +61,13 @@ class TorchClassifier:
         self.device = str(self.torch_device)
         self.compile_mode = options.compile
         self.cfg = stored.meta.require_preprocess()
+        self._precision = Precision.of(options.precision, self.torch_device)
+        self.precision = self._precision.name
         model, self.labels, _ = load_species(stored.path, self.torch_device)
-        self.model = compile_model(model, options.compile)
+        self.model = compile_model(self._precision.prepare(model), options.compile)
 
     def classify(self, images: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return top_k(self.model, self.cfg, images, k, self.torch_device)
+        return top_k(self.model, self.cfg, images, k, self.torch_device, self._precision)
 
     def warm_up(self) -> None:
         for n in warm_up_sizes(self.compile_mode):

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from engines import EngineOptions
-from engines.torch.common import autocast, compile_model, pick_device, to_normalised, warm_up_sizes
+from engines.torch.common import Precision, compile_model, default_precision, pick_device, to_normalised, warm_up_sizes
 from serving.imaging import PreprocessConfig
 
 if TYPE_CHECKING:
@@ -102,13 +102,14 @@ def load_clip(path: Path, device: torch.device, towers: Sequence[str]) -> tuple[
 
 
 def image_embeddings(encode_image: Callable[[torch.Tensor], torch.Tensor], cfg: PreprocessConfig, images: np.ndarray,
-                     device: torch.device) -> torch.Tensor:
+                     device: torch.device, precision: Precision | None = None) -> torch.Tensor:
     """uint8 ``(N, H, W, 3)`` -> L2-normalised float32 image embeddings ``(N, D)`` on ``device``: what every CLIP
     runner and bulk scoring compute, from an image tower's ``encode_image``."""
     if images.shape[1:3] != (cfg.height, cfg.width):
         raise ValueError(f"expected {cfg.height}x{cfg.width} images, got {images.shape[1]}x{images.shape[2]}")
-    with torch.inference_mode(), autocast(device):
-        features = encode_image(to_normalised(images, cfg.mean, cfg.std, device))
+    precision = precision or default_precision(device)
+    with torch.inference_mode(), precision.context():
+        features = encode_image(to_normalised(images, cfg.mean, cfg.std, device, precision.dtype))
     return torch.nn.functional.normalize(features.float(), dim=-1)
 
 
@@ -129,10 +130,11 @@ def load_zero_shot(path: Path, device: torch.device) -> tuple[torch.nn.Module, A
     return model, load_tokenizer(path, model), cfg, float(model.logit_scale.exp().item())
 
 
-def text_embeddings(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str], device: torch.device) -> np.ndarray:
+def text_embeddings(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str], device: torch.device,
+                    precision: Precision | None = None) -> np.ndarray:
     """Strings -> L2-normalised float32 text embeddings ``(N, D)``."""
     tokens = tokenizer(list(texts)).to(device)
-    with torch.inference_mode(), autocast(device):
+    with torch.inference_mode(), (precision or default_precision(device)).context():
         features = model.encode_text(tokens)
     return torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()
 
@@ -149,17 +151,20 @@ class TorchClip:
         self.compile_mode = options.compile
         towers = list(stored.meta.towers or stored.entry.towers)
         self.cfg = stored.meta.require_preprocess()
-        self.model, _ = load_clip(stored.path, self.torch_device, towers=towers)
+        self._precision = Precision.of(options.precision, self.torch_device)
+        self.precision = self._precision.name
+        model, _ = load_clip(stored.path, self.torch_device, towers=towers)
+        self.model = self._precision.prepare(model)
         self.tokenizer = load_tokenizer(stored.path, self.model) if "text" in towers else None
         self.encode_image = compile_model(self.model.encode_image, options.compile)
 
     def embed_images(self, images: np.ndarray) -> np.ndarray:
-        return image_embeddings(self.encode_image, self.cfg, images, self.torch_device).cpu().numpy()
+        return image_embeddings(self.encode_image, self.cfg, images, self.torch_device, self._precision).cpu().numpy()
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         if self.tokenizer is None:
             raise RuntimeError("this CLIP entry was saved without its text tower")
-        return text_embeddings(self.model, self.tokenizer, texts, self.torch_device)
+        return text_embeddings(self.model, self.tokenizer, texts, self.torch_device, self._precision)
 
     def warm_up(self) -> None:
         for n in warm_up_sizes(self.compile_mode):

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
 import numpy as np
@@ -34,8 +37,76 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def to_normalised(images: np.ndarray, mean: Sequence[float], std: Sequence[float], device: torch.device) -> torch.Tensor:
-    """uint8 ``(N, H, W, 3)`` -> float ``(N, 3, H, W)`` normalised on ``device``."""
+PRECISIONS = ("auto", "fp32", "bf16")
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+@functools.cache
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """The CPU's feature flags (Linux), or none where they cannot be read."""
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def resolve_precision(setting: str, device: torch.device, flags: frozenset[str] | None = None) -> str:
+    """``fp32`` or ``bf16`` for PRECISION ``setting``: ``auto`` is bf16 on CUDA and on CPUs with native bf16
+    (avx512_bf16 or AMX), else fp32; unset (``""``) is what the service did before the setting existed, bf16
+    (autocast) on CUDA and fp32 on a CPU."""
+    if not setting:
+        return "bf16" if device.type == "cuda" else "fp32"
+    if setting not in PRECISIONS:
+        raise ValueError(f"PRECISION={setting!r}: use one of {', '.join(PRECISIONS)}")
+    if setting != "auto":
+        return setting
+    native = NATIVE_BF16_FLAGS & (cpu_flags() if flags is None else flags)
+    return "bf16" if device.type == "cuda" or native else "fp32"
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How a model runs: on CUDA, bf16 is autocast over fp32 weights (as measured on GPUs so far); on a CPU it is
+    bf16 weights and inputs, since autocast takes open_clip's attention off its fast path and copies weights per
+    token there. fp32 is exact everywhere."""
+
+    name: str
+    device: torch.device
+
+    @classmethod
+    def of(cls, setting: str, device: torch.device) -> "Precision":
+        return cls(resolve_precision(setting, device), device)
+
+    @property
+    def cpu_bf16(self) -> bool:
+        return self.name == "bf16" and self.device.type != "cuda"
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the model's inputs."""
+        return torch.bfloat16 if self.cpu_bf16 else torch.float32
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The model with its weights in this precision."""
+        return model.to(torch.bfloat16) if self.cpu_bf16 else model
+
+    def context(self) -> contextlib.AbstractContextManager:
+        if self.name == "bf16" and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+
+def default_precision(device: torch.device) -> Precision:
+    """The precision before PRECISION existed: bf16 autocast on CUDA, fp32 on CPU."""
+    return Precision("bf16" if device.type == "cuda" else "fp32", device)
+
+
+def to_normalised(images: np.ndarray, mean: Sequence[float], std: Sequence[float], device: torch.device,
+                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 ``(N, H, W, 3)`` -> ``dtype`` ``(N, 3, H, W)`` normalised on ``device``."""
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"expected a uint8 (N, H, W, 3) batch, got {images.dtype} {images.shape}")
     batch = torch.from_numpy(np.ascontiguousarray(images))
@@ -44,7 +115,8 @@ def to_normalised(images: np.ndarray, mean: Sequence[float], std: Sequence[float
     batch = batch.permute(0, 3, 1, 2).float().div_(255.0)
     mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
     std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
-    return batch.sub_(mean_t).div_(std_t)
+    batch = batch.sub_(mean_t).div_(std_t)
+    return batch if dtype == torch.float32 else batch.to(dtype)
 
 
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")

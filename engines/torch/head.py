@@ -50,6 +50,7 @@ class TorchHead:
 
     backend = "torch"
     device = "cpu"
+    precision = "fp32"  # a single Linear on fp32 embeddings
 
     def __init__(self, stored: "StoredEntry", options: EngineOptions) -> None:
         self.head = load_head_entry(stored.path, torch.device("cpu"))

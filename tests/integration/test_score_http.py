@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from tests.conftest import HEAD_TAG, REAL_HEAD, encode, photo
+from tests.conftest import HEAD_TAG, REAL_HEAD, SCORE_TOLERANCE, encode, photo, served_precision
 from tests.integration.conftest import batch_histogram, burst
 
 pytestmark = pytest.mark.integration
@@ -58,10 +58,11 @@ def test_served_score_matches_open_clip_reference(server, reference, name, fmt, 
     assert response.status_code == 200, response.text
     payload = response.json()
     assert set(payload) == {"score", "raw", "model"}
-    assert payload["raw"] == pytest.approx(reference(body), abs=1e-3)
+    assert payload["raw"] == pytest.approx(reference(body), abs=SCORE_TOLERANCE)
     assert payload["score"] == min(max(payload["raw"], 0.0), 10.0)
     assert payload["model"] == {"tag": "clip-vit-b16-openai:dev", "variant": "dev", "head": HEAD_TAG,
-                                "head_variant": "release" if REAL_HEAD.is_file() else "dev"}
+                                "head_variant": "release" if REAL_HEAD.is_file() else "dev",
+                                "precision": served_precision()}
     assert response.headers["x-model-variant"] == "dev"
 
 
@@ -71,7 +72,7 @@ def test_served_score_uses_the_published_laion_head(server, aesthetic_models, la
     body = encode(photo("chelsea"))
     response = post_score(server, body)
     assert response.json()["model"]["head"] == "laion-aesthetic-vit-b16:8ad3923d7ecf"
-    assert response.json()["raw"] == pytest.approx(published(body), abs=1e-3)
+    assert response.json()["raw"] == pytest.approx(published(body), abs=SCORE_TOLERANCE)
 
 
 def test_score_is_served_without_a_content_type(server) -> None:

@@ -92,6 +92,7 @@ class FakeEngine:
 
     backend = "fake"
     device = "nowhere"
+    precision = "fp32"
     calls: list[tuple[int, int, int]] = []
 
     def __init__(self, stored, options) -> None:

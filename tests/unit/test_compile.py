@@ -28,6 +28,7 @@ def test_a_compiled_aesthetic_runner_scores_like_the_eager_one(aesthetic_models,
     import runners.factory as factory
     from runners import services
 
+    monkeypatch.setattr(factory, "settings", dataclasses.replace(factory.settings, precision="fp32"))  # exact
     eager = services()["aesthetic"].inner()
     batch = np.stack([preprocess(decode_image(encode(photo(n)), 10**8), eager.cfg)
                       for n in ("chelsea", "coffee", "rocket")])
