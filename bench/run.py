@@ -206,6 +206,8 @@ def main(argv: list[str] | None = None, command: tuple[str, ...] = COMMAND) -> i
                         help="latency drift: fresh vs after a burst and idle, per batcher (bench/history.py)")
     target.add_argument("--precision", action="store_true",
                         help="the service with PRECISION=fp32 and bf16 side by side (bench/precision.py)")
+    parser.add_argument("--precision-bare", default="", metavar="TAGS",
+                        help="--precision: also time these store entries' engines alone (e.g. --dev --full-size ones)")
     parser.add_argument("--history-burst", type=int, default=256, help="--history: burst requests per route")
     parser.add_argument("--history-idle", type=float, default=30, help="--history: idle seconds after the burst")
     parser.add_argument("--jobs", type=int, default=2000, help="--jobs-only: jobs per store, path and level")
@@ -334,6 +336,8 @@ def precision(args: argparse.Namespace, argv: list[str] | None, logs: Path,
     results = bench_precision.run(make_images(_ints(args.sizes)), args.requests, args.zero_shot_model, logs,
                                   args.rounds)
     results["images"] = f"{', '.join(PHOTOS)} at long sides {args.sizes} px"
+    if args.precision_bare:
+        results["bare"] = bench_precision.bare(args.precision_bare.split(","))
     return _write_side_report(args, argv, results, bench_precision.markdown, command)
 
 
