@@ -114,7 +114,7 @@ class ClipStage:
                  num_threads: int) -> None:
         paths = {model: tag, **({head: head_tag} if head else {})}
         self.thread, found = _engines(stage, paths, num_threads)
-        self.tower, self.head = found[model], found.get(head) if head else None
+        self.tower, self.head = found[model], found.get(head)
         self.stage, self.embedding = stage, embedding
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:

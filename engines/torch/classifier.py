@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from engines import EngineOptions
-from engines.torch.common import Precision, compile_model, default_precision, pick_device, to_normalised, warm_up_sizes
+from engines.torch.common import (Precision, TorchEngine, compile_model, default_precision, to_normalised,
+                                  warm_up_sizes)
 from serving.imaging import PreprocessConfig
 
 if TYPE_CHECKING:
@@ -51,18 +52,11 @@ def top_k(model: torch.nn.Module, cfg: PreprocessConfig, images: np.ndarray, k: 
     return scores.cpu().numpy(), indices.cpu().numpy()
 
 
-class TorchClassifier:
+class TorchClassifier(TorchEngine):
     """A timm classifier store entry in PyTorch (:class:`engines.Classifier`)."""
 
-    backend = "torch"
-
     def __init__(self, stored: "StoredEntry", options: EngineOptions) -> None:
-        self.torch_device = pick_device(options.device)
-        self.device = str(self.torch_device)
-        self.compile_mode = options.compile
-        self.cfg = stored.meta.require_preprocess()
-        self._precision = Precision.of(options.precision, self.torch_device)
-        self.precision = self._precision.name
+        super().__init__(stored, options)
         model, self.labels, _ = load_species(stored.path, self.torch_device)
         self.model = compile_model(self._precision.prepare(model), options.compile)
 

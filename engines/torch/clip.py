@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from engines import EngineOptions
-from engines.torch.common import Precision, compile_model, default_precision, pick_device, to_normalised, warm_up_sizes
+from engines.torch.common import (Precision, TorchEngine, compile_model, default_precision, to_normalised,
+                                  warm_up_sizes)
 from serving.imaging import PreprocessConfig
 
 if TYPE_CHECKING:
@@ -139,20 +140,13 @@ def text_embeddings(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str]
     return torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()
 
 
-class TorchClip:
+class TorchClip(TorchEngine):
     """A CLIP store entry in PyTorch: :class:`engines.ImageEmbedder`, and :class:`engines.TextEmbedder` when the
     entry keeps the text tower. Preprocessing comes from the entry's metadata, the one saved with the weights."""
 
-    backend = "torch"
-
     def __init__(self, stored: "StoredEntry", options: EngineOptions) -> None:
-        self.torch_device = pick_device(options.device)
-        self.device = str(self.torch_device)
-        self.compile_mode = options.compile
+        super().__init__(stored, options)
         towers = list(stored.meta.towers or stored.entry.towers)
-        self.cfg = stored.meta.require_preprocess()
-        self._precision = Precision.of(options.precision, self.torch_device)
-        self.precision = self._precision.name
         model, _ = load_clip(stored.path, self.torch_device, towers=towers)
         self.model = self._precision.prepare(model)
         self.tokenizer = load_tokenizer(stored.path, self.model) if "text" in towers else None

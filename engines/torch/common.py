@@ -7,7 +7,7 @@ import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -31,10 +31,8 @@ def pick_device(setting: str = "auto") -> torch.device:
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on GPU, exact fp32 on CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    """bf16 autocast on GPU, exact fp32 on CPU (the unset PRECISION's context)."""
+    return default_precision(device).context()
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -101,7 +99,22 @@ class Precision:
 
 def default_precision(device: torch.device) -> Precision:
     """The precision before PRECISION existed: bf16 autocast on CUDA, fp32 on CPU."""
-    return Precision("bf16" if device.type == "cuda" else "fp32", device)
+    return Precision.of("", device)
+
+
+class TorchEngine:
+    """What every torch engine sets up from its store entry and options: device, precision, compile mode and the
+    preprocessing saved with the weights."""
+
+    backend = "torch"
+
+    def __init__(self, stored: Any, options: Any) -> None:
+        self.torch_device = pick_device(options.device)
+        self.device = str(self.torch_device)
+        self.compile_mode = options.compile
+        self.cfg = stored.meta.require_preprocess()
+        self._precision = Precision.of(options.precision, self.torch_device)
+        self.precision = self._precision.name
 
 
 def to_normalised(images: np.ndarray, mean: Sequence[float], std: Sequence[float], device: torch.device,
