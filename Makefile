@@ -25,7 +25,7 @@ RUNNER_GPUS ?= $(shell python3 -c "import catalog; print(catalog.gpu_share())")
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev,bulk]"
+	$(PY) -m pip install -q -e ".[dev,bulk,openvino]"
 	touch $@
 
 install: $(VENV)/.installed

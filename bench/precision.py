@@ -1,8 +1,10 @@
-"""The service in each precision, side by side (``benchmark.py --precision``).
+"""The service on each engine and precision, side by side (``benchmark.py --engines``).
 
-The same service started twice, ``PRECISION=fp32`` and ``PRECISION=bf16`` (each with a store copy and job store of
-its own), measured in rounds that alternate between them (the other paused): concurrency 1 (p50/p95) and 32
-(images/s) on ``/classify``, ``/score`` and zero-shot jobs. bf16 / fp32 is the speed-up of the CPU fast path.
+The same service started once per system (``ENGINE`` x ``PRECISION``, each with a store copy and job store of its
+own), measured in rounds that alternate between them (the others paused): concurrency 1 (p50/p95) and 32
+(images/s) on ``/classify``, ``/score`` and zero-shot jobs. The baseline is ``torch-fp32``, the service as it ran on
+a CPU before the fast path; every other system's ratios are to it. ``--engines-bare`` also times the engines alone
+(no HTTP, no decoding) on given store entries, e.g. ``--dev --full-size`` towers.
 """
 
 from __future__ import annotations
@@ -17,15 +19,18 @@ from tests.support.local_server import Server, own_home, start_server, stop_serv
 
 logger = logging.getLogger(__name__)
 ENDPOINTS = ("classify", "score", "zero-shot")
-SYSTEMS = {"fp32": {"PRECISION": "fp32"}, "bf16": {"PRECISION": "bf16"}}
+BASELINE = "torch-fp32"
+SYSTEMS = {f"{engine}-{precision}": {"ENGINE": engine, "PRECISION": precision}
+           for engine in ("torch", "openvino") for precision in ("fp32", "bf16")}
 
 
-def run(images: list[bytes], requests: int, model: str, logs: Path, rounds: int = 4) -> dict[str, Any]:
-    """Each endpoint at concurrency 1 and 32 for each precision, and bf16's ratios to fp32."""
-    with tempfile.TemporaryDirectory(prefix="bench-precision-") as tmp:
+def run(images: list[bytes], requests: int, model: str, logs: Path, rounds: int = 4,
+        systems: dict[str, dict[str, str]] = SYSTEMS) -> dict[str, Any]:
+    """Each endpoint at concurrency 1 and 32 for each system, and each system's ratios to the baseline."""
+    with tempfile.TemporaryDirectory(prefix="bench-engines-") as tmp:
         servers: dict[str, Server] = {}
         try:
-            for name, env in SYSTEMS.items():
+            for name, env in systems.items():
                 home = own_home(Path(tmp) / name)
                 servers[name] = start_server(logs / f"{name}.log", {
                     **env, "BENTOML_HOME": home, "JOB_STORE_PATH": str(Path(home) / "jobs.sqlite")})
@@ -36,20 +41,22 @@ def run(images: list[bytes], requests: int, model: str, logs: Path, rounds: int 
                 stop_server(server)
     rows: dict[str, dict[str, Any]] = {}
     for endpoint in ENDPOINTS:
-        (f_lone, f_busy), (b_lone, b_busy) = measured["fp32"][endpoint], measured["bf16"][endpoint]
-        rows[endpoint] = {
-            "fp32": {"c1_p50_ms": f_lone["p50_ms"], "c1_p95_ms": f_lone["p95_ms"],
-                     "c32_images_per_s": f_busy["images_per_s"], "errors": f_lone["errors"] + f_busy["errors"]},
-            "bf16": {"c1_p50_ms": b_lone["p50_ms"], "c1_p95_ms": b_lone["p95_ms"],
-                     "c32_images_per_s": b_busy["images_per_s"], "errors": b_lone["errors"] + b_busy["errors"]},
-            "c32_bf16_vs_fp32": round(b_busy["images_per_s"] / f_busy["images_per_s"], 2),
-            "c1_p50_bf16_vs_fp32": round(b_lone["p50_ms"] / f_lone["p50_ms"], 2)}
-    return {"systems": SYSTEMS, "endpoints": rows}
+        base_lone, base_busy = measured[BASELINE][endpoint]
+        rows[endpoint] = {}
+        for name in systems:
+            lone, busy = measured[name][endpoint]
+            rows[endpoint][name] = {
+                "c1_p50_ms": lone["p50_ms"], "c1_p95_ms": lone["p95_ms"], "c32_images_per_s": busy["images_per_s"],
+                "errors": lone["errors"] + busy["errors"],
+                "c32_vs_baseline": round(busy["images_per_s"] / base_busy["images_per_s"], 2),
+                "c1_p50_vs_baseline": round(lone["p50_ms"] / base_lone["p50_ms"], 2)}
+    return {"systems": systems, "baseline": BASELINE, "endpoints": rows}
 
 
-def bare(tags: list[str], batches: tuple[int, ...] = (1, 8), rounds: int = 3) -> list[dict[str, Any]]:
-    """The engines alone (no HTTP, no decoding) for store entries ``tags`` (e.g. ``--dev --full-size`` towers),
-    fp32 and bf16 in alternating rounds: median seconds per forward at each batch size."""
+def bare(tags: list[str], batches: tuple[int, ...] = (1, 8), rounds: int = 3,
+         systems: dict[str, dict[str, str]] = SYSTEMS) -> list[dict[str, Any]]:
+    """The engines alone for store entries ``tags``, each system in alternating rounds: median ms per forward at
+    each batch size, and the speed-up over the baseline."""
     import time
 
     import numpy as np
@@ -60,40 +67,43 @@ def bare(tags: list[str], batches: tuple[int, ...] = (1, 8), rounds: int = 3) ->
 
     rows = []
     for tag in tags:
-        name = tag.split(":")[0]
-        stored = open_entry(catalog.entry(name).name, tag)
+        stored = open_entry(catalog.entry(tag.split(":")[0]).name, tag)
         cfg = stored.meta.require_preprocess()
-        loaded = {p: engines.load(stored, engines.EngineOptions(precision=p)) for p in SYSTEMS}
-        forward = {p: (e.classify if stored.entry.kind == "timm-classifier" else e.embed_images)
-                   for p, e in loaded.items()}
+        loaded = {name: engines.load(stored, engines.EngineOptions(engine=env["ENGINE"], precision=env["PRECISION"]))
+                  for name, env in systems.items()}
         for batch in batches:
             x = np.random.default_rng(0).integers(0, 256, (batch, cfg.height, cfg.width, 3), dtype=np.uint8)
-            args = (x, 5) if stored.entry.kind == "timm-classifier" else (x,)
-            seconds: dict[str, list[float]] = {p: [] for p in SYSTEMS}
+            run = {name: (lambda e=e: e.classify(x, 5)) if stored.entry.kind == "timm-classifier"
+                   else (lambda e=e: e.embed_images(x)) for name, e in loaded.items()}
+            seconds: dict[str, list[float]] = {name: [] for name in systems}
             for _ in range(rounds):
-                for p in SYSTEMS:
-                    forward[p](*args)  # warm
+                for name in systems:
+                    run[name]()  # warm
                     start = time.perf_counter()
-                    forward[p](*args)
-                    seconds[p].append(time.perf_counter() - start)
-            fp32, bf16 = (float(np.median(seconds[p])) for p in ("fp32", "bf16"))
-            rows.append({"tag": tag, "batch": batch, "fp32_ms": round(fp32 * 1000, 1), "bf16_ms": round(bf16 * 1000, 1),
-                         "speed_up": round(fp32 / bf16, 2)})
-            logger.info("bare %s batch %d: fp32 %.0f ms, bf16 %.0f ms", tag, batch, fp32 * 1000, bf16 * 1000)
+                    run[name]()
+                    seconds[name].append(time.perf_counter() - start)
+            ms = {name: round(float(np.median(s)) * 1000, 1) for name, s in seconds.items()}
+            rows.append({"tag": tag, "batch": batch, "ms": ms,
+                         "speed_up": {name: round(ms[BASELINE] / ms[name], 2) for name in systems}})
+            logger.info("bare %s batch %d: %s", tag, batch, ms)
     return rows
 
 
 def markdown(report: dict[str, Any]) -> list[str]:
-    lines = ["| endpoint | c=1 p50 fp32 ms | c=1 p50 bf16 ms | bf16/fp32 | c=32 img/s fp32 | c=32 img/s bf16 "
-             "| bf16/fp32 | errors |", "|---|---|---|---|---|---|---|---|"]
-    for endpoint, r in report["endpoints"].items():
-        f, b = r["fp32"], r["bf16"]
-        lines.append(f"| {endpoint} | {f['c1_p50_ms']} | {b['c1_p50_ms']} | {r['c1_p50_bf16_vs_fp32']}x "
-                     f"| {f['c32_images_per_s']} | {b['c32_images_per_s']} | {r['c32_bf16_vs_fp32']}x "
-                     f"| {f['errors'] + b['errors']} |")
+    base = report.get("baseline", BASELINE)
+    lines = [f"Ratios are to `{base}` (the service as it ran on a CPU before `ENGINE` and `PRECISION`): p50 at "
+             "concurrency 1 (lower is better) and images/s at concurrency 32 (higher is better).", "",
+             "| endpoint | system | c=1 p50 ms | c=1 p50 ratio | c=32 img/s | c=32 ratio | errors |",
+             "|---|---|---|---|---|---|---|"]
+    for endpoint, systems in report["endpoints"].items():
+        for name, r in systems.items():
+            lines.append(f"| {endpoint} | {name} | {r['c1_p50_ms']} | {r['c1_p50_vs_baseline']}x "
+                         f"| {r['c32_images_per_s']} | {r['c32_vs_baseline']}x | {r['errors']} |")
     if report.get("bare"):
-        lines += ["", "The engines alone (no HTTP, no decoding), fp32 and bf16 in alternating rounds:", "",
-                  "| store entry | batch | fp32 ms | bf16 ms | speed-up |", "|---|---|---|---|---|"]
-        lines += [f"| {r['tag']} | {r['batch']} | {r['fp32_ms']} | {r['bf16_ms']} | {r['speed_up']}x |"
-                  for r in report["bare"]]
+        names = list(report["bare"][0]["ms"])
+        lines += ["", "The engines alone (no HTTP, no decoding), in alternating rounds: ms per forward (speed-up over "
+                  f"`{base}`):", "", "| store entry | batch | " + " | ".join(names) + " |",
+                  "|---|---|" + "---|" * len(names)]
+        lines += [f"| {r['tag']} | {r['batch']} | " + " | ".join(f"{r['ms'][n]} ({r['speed_up'][n]}x)" for n in names)
+                  + " |" for r in report["bare"]]
     return lines

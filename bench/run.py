@@ -6,7 +6,8 @@ One invocation measures, on the same machine and images (service and naive desig
      fp32 forward per request, same store weights;
   3. LitServe: bench/litserve_app.py, one LitAPI per model with LitServe's batching, same store weights,
      one server per model;
-  4. the ceiling: the bare models in a loop at their best batch size, no HTTP and no decoding.
+  4. the ceiling: the bare models in a loop at their best batch size, no HTTP and no decoding, on the engine
+     and precision the service runs (ENGINE, PRECISION).
 Images are scikit-image photos re-encoded as JPEG with long sides of 500, 1024, 2048 and 4000 px (mixed).
 Writes results.json, results.md and plot.png to ``--out``.
 
@@ -14,7 +15,7 @@ Writes results.json, results.md and plot.png to ``--out``.
     python scripts/benchmark.py --jobs-only --out docs/benchmarks/jobs-cpu     # the job store: SQLite vs PostgreSQL
     python scripts/benchmark.py --bulk-only --out docs/benchmarks/bulk-cpu     # python -m bulk vs the HTTP routes
     python scripts/benchmark.py --history --out docs/benchmarks/history-cpu    # latency before and after a history
-    python scripts/benchmark.py --precision --out docs/benchmarks/precision-cpu  # PRECISION=fp32 vs bf16
+    python scripts/benchmark.py --engines --out docs/benchmarks/engines-cpu      # ENGINE x PRECISION side by side
 
 ``python -m bench`` takes the same arguments.
 """
@@ -44,52 +45,46 @@ logger = logging.getLogger(__name__)
 
 
 def ceiling(endpoints: list[str], model_name: str, batch_sizes: list[int], seconds: float) -> dict[str, dict]:
-    """Images/s of the bare models at their best batch size (the runners' own device and precision path)."""
-    import bentoml
-    import torch
+    """Images/s of the bare models at their best batch size, through the engines the runners load (ENGINE and
+    PRECISION as the service reads them: by default the engine and precision measured fastest here)."""
+    import engines
+    from model_store import open_entry
+    from runners.factory import engine_options
 
-    from engines.torch.common import autocast, pick_device, to_normalised
-    from engines.torch.head import load_aesthetic
-    from engines.torch.classifier import load_species
-    from engines.torch.clip import load_zero_shot
-    from serving.settings import settings
-
-    device = pick_device(settings.device)
-    path = lambda tag: Path(bentoml.models.get(tag).path)  # noqa: E731
+    options = engine_options()
     forwards = {}
     if "classify" in endpoints:
-        species, _, cfg = load_species(path(settings.tag(catalog.species_model().name)), device)
-        forwards["classify"] = (lambda x: species(x).softmax(-1).topk(10), cfg)
+        species = engines.load(open_entry(catalog.species_model().name), options)
+        forwards["classify"] = (lambda x: species.classify(x, 10), species)
     if "score" in endpoints:
         tower = catalog.aesthetic_tower()
-        clip, head, cfg = load_aesthetic(path(settings.tag(tower.name)), path(settings.tag(tower.head)), device)
-        forwards["score"] = (lambda x: head(torch.nn.functional.normalize(clip.encode_image(x).float(), dim=-1)), cfg)
+        clip, head = engines.load(open_entry(tower.name), options), engines.load(open_entry(tower.head), options)
+        forwards["score"] = (lambda x: head.apply(clip.embed_images(x)), clip)
     if "zero-shot" in endpoints:
-        tag = settings.tag(model_name)
-        zs, _, cfg, _ = load_zero_shot(path(tag), device)
-        forwards["zero-shot"] = (lambda x: zs.encode_image(x), cfg)
+        zs = engines.load(open_entry(model_name), options)
+        forwards["zero-shot"] = (zs.embed_images, zs)
     out = {}
-    for endpoint, (forward, cfg) in forwards.items():
+    for endpoint, (forward, engine) in forwards.items():
+        cfg = engine.cfg
         best: dict[str, Any] = {"images_per_s": 0.0}
         batch1_ms = None
         for bs in batch_sizes:
             batch = np.random.default_rng(0).integers(0, 256, (bs, cfg.height, cfg.width, 3), dtype=np.uint8)
-            with torch.inference_mode(), autocast(device):
-                forward(to_normalised(batch, cfg.mean, cfg.std, device))  # warm-up
-                n, start = 0, time.perf_counter()
-                while n < 3 or time.perf_counter() - start < seconds:
-                    forward(to_normalised(batch, cfg.mean, cfg.std, device))
-                    n += 1
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
+            forward(batch)  # warm-up
+            n, start = 0, time.perf_counter()
+            while n < 3 or time.perf_counter() - start < seconds:
+                forward(batch)
+                n += 1
             elapsed = time.perf_counter() - start
             rate = n * bs / elapsed
             if bs == 1:
                 batch1_ms = round(1000 * elapsed / n, 2)
             if rate > best["images_per_s"]:
                 best = {"images_per_s": round(rate, 2), "batch_size": bs}
-        out[endpoint] = {**best, "batch1_ms": batch1_ms, "device": str(device)}
-        logger.info("ceiling %s: %.1f img/s at batch %d", endpoint, best["images_per_s"], best["batch_size"])
+        out[endpoint] = {**best, "batch1_ms": batch1_ms, "device": engine.device, "engine": engine.backend,
+                         "precision": engine.precision}
+        logger.info("ceiling %s: %.1f img/s at batch %d (%s, %s)", endpoint, best["images_per_s"],
+                    best["batch_size"], engine.backend, engine.precision)
     return out
 
 
@@ -137,7 +132,8 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
                              f"{r['p99_ms']} | {r['errors']} | {r.get('mean_batch', '')} |")
         if endpoint in report["ceiling"]:
             c = report["ceiling"][endpoint]
-            lines.append(f"| ceiling (bare model) | batch {c['batch_size']} | {c['images_per_s']} | | | | | |")
+            lines.append(f"| ceiling (bare model, {c.get('engine', 'torch')} {c.get('precision', '')}) "
+                         f"| batch {c['batch_size']} | {c['images_per_s']} | | | | | |")
         s = report["summary"][endpoint]
         lines += ["", f"Service / naive throughput by concurrency: {s['throughput_ratio_vs_naive']}. "
                   f"Per-request overhead vs naive at concurrency 1 (p50): {s.get('overhead_ms_at_c1')} ms. "
@@ -204,10 +200,11 @@ def main(argv: list[str] | None = None, command: tuple[str, ...] = COMMAND) -> i
                         help="measure bulk scoring instead: python -m bulk vs the HTTP routes (bench/bulk.py)")
     target.add_argument("--history", action="store_true",
                         help="latency drift: fresh vs after a burst and idle, per batcher (bench/history.py)")
-    target.add_argument("--precision", action="store_true",
-                        help="the service with PRECISION=fp32 and bf16 side by side (bench/precision.py)")
-    parser.add_argument("--precision-bare", default="", metavar="TAGS",
-                        help="--precision: also time these store entries' engines alone (e.g. --dev --full-size ones)")
+    target.add_argument("--engines", "--precision", dest="engines", action="store_true",
+                        help="the service on ENGINE torch/openvino x PRECISION fp32/bf16 side by side "
+                             "(bench/precision.py)")
+    parser.add_argument("--engines-bare", "--precision-bare", dest="engines_bare", default="", metavar="TAGS",
+                        help="--engines: also time these store entries' engines alone (e.g. --dev --full-size ones)")
     parser.add_argument("--history-burst", type=int, default=256, help="--history: burst requests per route")
     parser.add_argument("--history-idle", type=float, default=30, help="--history: idle seconds after the burst")
     parser.add_argument("--jobs", type=int, default=2000, help="--jobs-only: jobs per store, path and level")
@@ -239,8 +236,8 @@ def main(argv: list[str] | None = None, command: tuple[str, ...] = COMMAND) -> i
         return bulk_only(args, argv, logs, command)
     if args.history:
         return history(args, argv, logs, command)
-    if args.precision:
-        return precision(args, argv, logs, command)
+    if args.engines:
+        return engines_side_by_side(args, argv, logs, command)
     images = make_images(_ints(args.sizes))
     servers: dict[str, Server] = {}
     try:  # every system is up for the whole run; the ones not being measured are paused
@@ -329,15 +326,15 @@ def history(args: argparse.Namespace, argv: list[str] | None, logs: Path, comman
     return _write_side_report(args, argv, results, bench_history.markdown, command)
 
 
-def precision(args: argparse.Namespace, argv: list[str] | None, logs: Path,
-              command: tuple[str, ...] = COMMAND) -> int:
+def engines_side_by_side(args: argparse.Namespace, argv: list[str] | None, logs: Path,
+                         command: tuple[str, ...] = COMMAND) -> int:
     from bench import precision as bench_precision
 
     results = bench_precision.run(make_images(_ints(args.sizes)), args.requests, args.zero_shot_model, logs,
                                   args.rounds)
     results["images"] = f"{', '.join(PHOTOS)} at long sides {args.sizes} px"
-    if args.precision_bare:
-        results["bare"] = bench_precision.bare(args.precision_bare.split(","))
+    if args.engines_bare:
+        results["bare"] = bench_precision.bare(args.engines_bare.split(","))
     return _write_side_report(args, argv, results, bench_precision.markdown, command)
 
 

@@ -27,7 +27,7 @@ from serving.settings import settings
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV_PREFIXES = ("BENTOML_HOME", "DEVICE", "PRECISION", "TORCH_COMPILE", "MAX_IMAGE_PIXELS", "HF_", "OMP_",
+ENV_PREFIXES = ("BENTOML_HOME", "DEVICE", "ENGINE", "PRECISION", "TORCH_COMPILE", "MAX_IMAGE_PIXELS", "HF_", "OMP_",
                 *(m.setting for m in catalog.MODELS), *(f"{b.prefix}_" for b in catalog.batchings()))
 
 

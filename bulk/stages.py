@@ -69,7 +69,7 @@ def _engines(name: str, paths: dict[str, str], num_threads: int) -> tuple[Infere
     if num_threads > 0:
         thread.call(_set_threads, num_threads)
     options = engines.EngineOptions(device=settings.device, precision=settings.precision,
-                                    compile=settings.torch_compile, threads=num_threads)
+                                    compile=settings.torch_compile, threads=num_threads, engine=settings.engine)
     return thread, {entry: thread.call(engines.load, open_entry(entry, tag), options) for entry, tag in paths.items()}
 
 

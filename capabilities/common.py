@@ -40,6 +40,8 @@ def model_headers(ctx: bentoml.Context, info: ModelInfo) -> None:
     ctx.response.headers["X-Model-Variant"] = info.variant
     if info.precision:
         ctx.response.headers["X-Model-Precision"] = info.precision
+    if info.engine:
+        ctx.response.headers["X-Model-Engine"] = info.engine
 
 
 class RunnerFacts:
@@ -49,18 +51,19 @@ class RunnerFacts:
     def __init__(self, runners: Runners) -> None:
         self._runners, self._known = runners, {}
 
-    async def precision(self, key: str) -> str | None:
-        """The precision runner ``key`` runs in, or None while it does not say (not ready, or a test's fake)."""
+    async def of(self, key: str) -> dict[str, Any]:
+        """What runner ``key`` says of itself, or nothing while it does not say (not ready, or a test's fake)."""
         if key not in self._known:
             try:
-                self._known[key] = (await self._runners(key).to_async.info()).get("precision")
+                self._known[key] = dict(await self._runners(key).to_async.info())
             except Exception:  # noqa: BLE001 (asked again with the next answer)
-                return None
+                return {}
         return self._known[key]
 
     async def with_precision(self, info: ModelInfo, key: str) -> ModelInfo:
-        """``info`` with the precision runner ``key`` runs in."""
-        return info.model_copy(update={"precision": await self.precision(key)})
+        """``info`` with the engine and the precision runner ``key`` runs in."""
+        facts = await self.of(key)
+        return info.model_copy(update={"precision": facts.get("precision"), "engine": facts.get("engine")})
 
 
 async def image_batch(data: bytes, cfg: PreprocessConfig) -> np.ndarray:

@@ -2,8 +2,9 @@
 
 The runners (:mod:`runners`) and bulk scoring's Ray actors (:mod:`bulk.stages`) call engines, never each other:
 they hand over uint8 ``(N, H, W, 3)`` images already resized and cropped by :mod:`serving.imaging` (or strings)
-and get numpy arrays back. Which engine runs a model is read from its store entry (``EntryMetadata.engine``,
-``torch`` unless the save step wrote another), so a second backend is one more package here plus
+and get numpy arrays back. Which engine runs a model is chosen from its store entry and ``ENGINE``
+(:func:`choose`): ``torch`` (:mod:`engines.torch`) or ``openvino`` (:mod:`engines.openvino`, the CPU default where
+installed), or a backend the entry's metadata names; a further backend is one more package here plus
 :func:`register`, with no change to runners or bulk (as immich's ``sessions/`` and infinity's per-task engines).
 
 Tasks and their protocols:
@@ -30,13 +31,15 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class EngineOptions:
-    """How to run: ``device`` (auto, cpu, cuda), ``precision`` (auto, fp32, bf16), ``compile`` (off or a
-    torch.compile mode), ``threads`` (CPU threads for the engine's own work; 0 leaves the backend's default)."""
+    """How to run: ``engine`` (auto, torch, openvino), ``device`` (auto, cpu, cuda), ``precision`` (auto, fp32,
+    bf16), ``compile`` (off or a torch.compile mode), ``threads`` (CPU threads for the engine's own work; 0 leaves the
+    backend's default)."""
 
     device: str = "auto"
-    precision: str = ""  # unset: bf16 autocast on CUDA, fp32 on a CPU
+    precision: str = ""  # unset: auto
     compile: str = "off"
     threads: int = 0
+    engine: str = ""  # ENGINE: auto (unset), torch, openvino
 
 
 class Engine(Protocol):
@@ -83,7 +86,10 @@ _LOADERS: dict[tuple[str, str], Loader | str] = {
     ("torch", "timm-classifier"): "engines.torch.classifier:load",
     ("torch", "clip"): "engines.torch.clip:load",
     ("torch", "linear-head"): "engines.torch.head:load",
+    ("openvino", "timm-classifier"): "engines.openvino.classifier:load",
+    ("openvino", "clip"): "engines.openvino.clip:load",
 }
+ENGINES = ("auto", "torch", "openvino")
 
 
 def register(backend: str, kind: str, loader: Loader) -> None:
@@ -96,9 +102,49 @@ def backends(kind: str) -> list[str]:
     return [b for b, k in _LOADERS if k == kind]
 
 
+def openvino_installed() -> bool:
+    """True when the openvino package imports (the openvino extra, installed by ``make install``)."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def on_cpu(device: str) -> bool:
+    """Whether DEVICE ``device`` means the CPU here (``auto`` does where CUDA is not visible)."""
+    if device != "auto":
+        return device == "cpu"
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def choose(stored: "StoredEntry", options: EngineOptions) -> str:
+    """The backend that runs a store entry. An entry whose metadata names an engine other than torch gets that
+    one. Otherwise ENGINE decides: ``torch`` or ``openvino`` where it can run the entry's kind (other kinds, the
+    linear head, stay torch), and ``auto`` (unset) picks OpenVINO on a CPU where it is installed (faster there at
+    equal answers in fp32: README, "CPU engines and precision"), torch on CUDA or with TORCH_COMPILE set."""
+    setting = options.engine or "auto"
+    if setting not in ENGINES:
+        raise ValueError(f"ENGINE={setting!r}: use one of {', '.join(ENGINES)}")
+    kind = stored.entry.kind
+    if stored.meta.engine != "torch":
+        return stored.meta.engine
+    if setting == "auto":  # TORCH_COMPILE asks for torch
+        runs = (("openvino", kind) in _LOADERS and options.compile == "off" and on_cpu(options.device)
+                and openvino_installed())
+        return "openvino" if runs else "torch"
+    if setting == "openvino" and ("openvino", kind) in _LOADERS:
+        if not openvino_installed():
+            raise RuntimeError("ENGINE=openvino but the openvino package is not installed: run `make install` "
+                               "(or pip install openvino), or set ENGINE=auto")
+    return setting if (setting, kind) in _LOADERS else "torch"
+
+
 def load(stored: "StoredEntry", options: EngineOptions) -> Engine:
-    """The engine for a store entry, chosen by its metadata's ``engine`` and the catalog entry's kind."""
-    kind, backend = stored.entry.kind, stored.meta.engine
+    """The engine for a store entry: the backend :func:`choose` picks, for the catalog entry's kind."""
+    kind, backend = stored.entry.kind, choose(stored, options)
     loader = _LOADERS.get((backend, kind))
     if loader is None:
         raise RuntimeError(f"{stored.tag} asks for the {backend!r} engine, which cannot run {kind} models here; "

@@ -73,7 +73,8 @@ def runner_config() -> dict[str, Any]:
 
 
 def engine_options() -> engines.EngineOptions:
-    return engines.EngineOptions(device=settings.device, precision=settings.precision, compile=settings.torch_compile)
+    return engines.EngineOptions(device=settings.device, precision=settings.precision, compile=settings.torch_compile,
+                                 engine=settings.engine)
 
 
 def prompts_for(classes: Sequence[str], templates: Sequence[str]) -> list[str]:
@@ -109,9 +110,9 @@ class RunnerBase:
                           "precision": self.engine.precision,
                           "preprocess": self.cfg.model_dump(mode="json"),
                           **({"logit_scale": self.stored.meta.logit_scale} if self.cache is not None else {})}
-        logger.info("%s ready: %s%s on %s in %s (%s engine; PRECISION=%s)", name, self.stored.tag,
+        logger.info("%s ready: %s%s on %s in %s (%s engine; ENGINE=%s, PRECISION=%s)", name, self.stored.tag,
                     f" + {self.head_stored.tag}" if self.head else "", self.engine.device, self.engine.precision,
-                    self.engine.backend, settings.precision or "unset")
+                    self.engine.backend, settings.engine or "unset", settings.precision or "unset")
 
     # the work each API hands to the inference thread
     def _top_k(self, images: np.ndarray) -> list[TopK]:

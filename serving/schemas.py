@@ -18,6 +18,8 @@ class ModelInfo(BaseModel):
     variant: str = Field(description="'release' for real weights, 'dev' for tiny random test models")
     precision: str | None = Field(None, description="'fp32' or 'bf16': the precision the model ran in (PRECISION); "
                                                     "null until its runner has said")
+    engine: str | None = Field(None, description="'torch' or 'openvino': the inference engine that ran it (ENGINE); "
+                                                 "null until its runner has said")
 
 
 class ClassifyResponse(BaseModel):

@@ -55,7 +55,8 @@ class Settings:
     runner_queue_batches: int  # RUNNER_QUEUE_BATCHES: full batches each gateway worker may have in a runner at once
     runner_batcher: str  # RUNNER_BATCHER: "idle-aware" (serving/batching.py) or "bentoml" (BentoML's own batcher)
     device: str  # DEVICE: "auto", "cpu" or "cuda"
-    precision: str  # PRECISION: "fp32", "bf16", "auto" (bf16 on CUDA and CPUs with native bf16); unset: bf16 on CUDA only
+    engine: str  # ENGINE: "auto" (unset: OpenVINO on a CPU where installed, else torch), "torch", "openvino"
+    precision: str  # PRECISION: "auto" (unset: bf16 on CUDA and on CPUs with native bf16, else fp32), "fp32", "bf16"
     torch_compile: str  # TORCH_COMPILE: "off", or a torch.compile mode for the image towers ("reduce-overhead", ...)
     runner_gpus: str  # RUNNER_GPUS: GPUs each runner declares: "auto" (1 / number of runners when CUDA is visible, else none) or a number
 
@@ -96,6 +97,7 @@ class Settings:
             runner_queue_batches=_int("RUNNER_QUEUE_BATCHES", 2),
             runner_batcher=_str("RUNNER_BATCHER", "idle-aware"),
             device=_str("DEVICE", "auto"),
+            engine=_str("ENGINE", ""),
             precision=_str("PRECISION", ""),
             torch_compile=_str("TORCH_COMPILE", "off"),
             runner_gpus=_str("RUNNER_GPUS", "auto"),

@@ -32,13 +32,18 @@ from PIL import Image  # noqa: E402
 
 
 def served_precision() -> str:
-    """The precision a server started by the tests runs its models in on this machine (PRECISION; unset: fp32 on a
-    CPU)."""
-    import torch
+    """The precision a server started by the tests runs its models in on this machine (PRECISION; unset: auto)."""
+    from engines.precision import resolve_precision
 
-    from engines.torch.common import resolve_precision
+    return resolve_precision(os.environ.get("PRECISION", ""), "cpu")
 
-    return resolve_precision(os.environ.get("PRECISION", ""), torch.device("cpu"))
+
+def served_engine() -> str:
+    """The engine a server started by the tests runs its classifier and CLIP towers on (ENGINE; unset: auto)."""
+    from engines import openvino_installed
+
+    setting = os.environ.get("ENGINE", "") or "auto"
+    return ("openvino" if openvino_installed() else "torch") if setting == "auto" else setting
 
 
 # How far an answer may be from an independent fp32 reference: exact up to float noise in fp32, and within the

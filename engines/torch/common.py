@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 import torch
+
+from engines.precision import PRECISIONS, cpu_flags, resolve_precision  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -31,38 +31,8 @@ def pick_device(setting: str = "auto") -> torch.device:
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on GPU, exact fp32 on CPU (the unset PRECISION's context)."""
+    """The context of :func:`default_precision`: bf16 autocast on CUDA, none on a CPU."""
     return default_precision(device).context()
-
-
-PRECISIONS = ("auto", "fp32", "bf16")
-NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
-
-
-@functools.cache
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
-    """The CPU's feature flags (Linux), or none where they cannot be read."""
-    try:
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("flags"):
-                return frozenset(line.partition(":")[2].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
-def resolve_precision(setting: str, device: torch.device, flags: frozenset[str] | None = None) -> str:
-    """``fp32`` or ``bf16`` for PRECISION ``setting``: ``auto`` is bf16 on CUDA and on CPUs with native bf16
-    (avx512_bf16 or AMX), else fp32; unset (``""``) is what the service did before the setting existed, bf16
-    (autocast) on CUDA and fp32 on a CPU."""
-    if not setting:
-        return "bf16" if device.type == "cuda" else "fp32"
-    if setting not in PRECISIONS:
-        raise ValueError(f"PRECISION={setting!r}: use one of {', '.join(PRECISIONS)}")
-    if setting != "auto":
-        return setting
-    native = NATIVE_BF16_FLAGS & (cpu_flags() if flags is None else flags)
-    return "bf16" if device.type == "cuda" or native else "fp32"
 
 
 @dataclass(frozen=True)
@@ -98,8 +68,9 @@ class Precision:
 
 
 def default_precision(device: torch.device) -> Precision:
-    """The precision before PRECISION existed: bf16 autocast on CUDA, fp32 on CPU."""
-    return Precision.of("", device)
+    """The precision of a plain module whose weights were not prepared (the benchmark's peers, callers passing no
+    precision): bf16 autocast on CUDA, fp32 on a CPU."""
+    return Precision("bf16" if device.type == "cuda" else "fp32", device)
 
 
 class TorchEngine:

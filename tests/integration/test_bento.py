@@ -14,7 +14,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import HEAD_TAG, REAL_HEAD, REAL_LABELS, ROOT, encode, photo, served_precision
+from tests.conftest import HEAD_TAG, REAL_HEAD, REAL_LABELS, ROOT, encode, photo, served_engine, served_precision
 from tests.integration.conftest import BENTOML, start_server, stop_server
 
 pytestmark = pytest.mark.integration
@@ -116,4 +116,5 @@ def test_exported_bento_imports_and_serves_in_another_home(bento, tmp_path: Path
     finally:
         stop_server(server)
     assert response.status_code == 200, response.text
-    assert response.json()["model"] == {"tag": "eva02-inat21:dev", "variant": "dev", "precision": served_precision()}
+    assert response.json()["model"] == {"tag": "eva02-inat21:dev", "variant": "dev", "precision": served_precision(),
+                                         "engine": served_engine()}

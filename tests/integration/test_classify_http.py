@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import encode, photo, served_precision
+from tests.conftest import encode, photo, served_engine, served_precision
 from tests.integration.conftest import batch_histogram, burst
 
 pytestmark = pytest.mark.integration
@@ -37,7 +37,8 @@ def assert_valid_predictions(payload: dict, names: set[str], k: int = 3) -> None
     scores = [p["score"] for p in preds]
     assert all(0.0 <= s <= 1.0 for s in scores)
     assert scores == sorted(scores, reverse=True)
-    assert payload["model"] == {"tag": "eva02-inat21:dev", "variant": "dev", "precision": served_precision()}
+    assert payload["model"] == {"tag": "eva02-inat21:dev", "variant": "dev", "precision": served_precision(),
+                                "engine": served_engine()}
 
 
 @pytest.mark.parametrize("fmt,content_type", [("JPEG", "image/jpeg"), ("PNG", "image/png"), ("WEBP", "image/webp")])

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from tests.conftest import HEAD_TAG, REAL_HEAD, SCORE_TOLERANCE, encode, photo, served_precision
+from tests.conftest import HEAD_TAG, REAL_HEAD, SCORE_TOLERANCE, encode, photo, served_engine, served_precision
 from tests.integration.conftest import batch_histogram, burst
 
 pytestmark = pytest.mark.integration
@@ -62,7 +62,7 @@ def test_served_score_matches_open_clip_reference(server, reference, name, fmt, 
     assert payload["score"] == min(max(payload["raw"], 0.0), 10.0)
     assert payload["model"] == {"tag": "clip-vit-b16-openai:dev", "variant": "dev", "head": HEAD_TAG,
                                 "head_variant": "release" if REAL_HEAD.is_file() else "dev",
-                                "precision": served_precision()}
+                                "precision": served_precision(), "engine": served_engine()}
     assert response.headers["x-model-variant"] == "dev"
 
 

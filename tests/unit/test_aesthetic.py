@@ -190,7 +190,8 @@ def test_a_dev_head_makes_the_score_answer_dev(aesthetic_models, monkeypatch) ->
     monkeypatch.setattr(serving.settings, "settings", dataclasses.replace(settings, model_tags=tags))
     info = capabilities.aesthetic.Aesthetic(lambda key: None, {}).info
     assert info.model_dump() == {"tag": "clip-vit-b16-openai:dev", "variant": "dev",
-                                 "head": "laion-aesthetic-vit-b16:dev", "head_variant": "dev", "precision": None}
+                                 "head": "laion-aesthetic-vit-b16:dev", "head_variant": "dev", "precision": None,
+                                 "engine": None}
 
 
 def test_multilingual_from_dir_import_keeps_embeddings_and_needs_its_tokenizer(tmp_path: Path) -> None:

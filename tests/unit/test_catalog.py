@@ -160,5 +160,5 @@ def test_an_engine_that_cannot_run_the_entry_is_refused_by_name(fake_engine_entr
 
     monkeypatch.delitem(engines._LOADERS, ("fake", "clip"))
     with pytest.raises(RuntimeError, match="asks for the 'fake' engine, which cannot run clip models here; "
-                                           "available: torch"):
+                                           "available: torch, openvino"):
         engines.load(open_entry("clip-vit-b16-openai"), engines.EngineOptions())

@@ -37,6 +37,7 @@ def test_a_compiled_aesthetic_runner_scores_like_the_eager_one(aesthetic_models,
     graphs = counters["stats"]["unique_graphs"]
     monkeypatch.setattr(factory, "settings", dataclasses.replace(factory.settings, torch_compile="default"))
     compiled = services()["aesthetic"].inner()
+    assert compiled.engine.backend == "torch"  # ENGINE=auto leaves OpenVINO for torch when TORCH_COMPILE is set
     assert counters["stats"]["unique_graphs"] > graphs  # warm-up compiled the image tower
     np.testing.assert_allclose(asyncio.run(compiled.score(batch)), expected, rtol=0, atol=1e-4)
     np.testing.assert_allclose(asyncio.run(compiled.score(batch[:1])), expected[:1], rtol=0, atol=1e-4)

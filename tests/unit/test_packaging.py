@@ -10,9 +10,11 @@ from tests.conftest import ROOT
 
 
 def test_the_bento_and_the_package_pin_the_same_dependencies() -> None:
+    """The Bento also ships the openvino extra, so that a CPU host runs the engine ENGINE=auto picks."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     bento = yaml.safe_load((ROOT / "bentofile.yaml").read_text())
-    assert sorted(bento["python"]["packages"]) == sorted(project["dependencies"])
+    served = project["dependencies"] + project["optional-dependencies"]["openvino"]
+    assert sorted(bento["python"]["packages"]) == sorted(served)
 
 
 def test_every_first_party_package_is_installed_and_the_served_ones_are_in_the_bento() -> None:

@@ -1,6 +1,7 @@
-"""PRECISION: which precision ``auto`` picks, and bf16 answers staying within the parity bounds of fp32 ones on real
-photos with dev models (embedding cosine >= 0.9999, the same species top-5, aesthetic scores within 0.05, zero-shot
-probabilities within 2e-3: the aim of 1e-3 is not met by every model)."""
+"""PRECISION and ENGINE: which precision ``auto`` picks, and every engine and precision staying within the parity
+bounds of torch fp32 on real photos with dev models (embedding cosine >= 0.9999, the same species top-5, aesthetic
+scores within 0.05, zero-shot probabilities within 1e-3; OpenVINO fp32 much closer; torch bf16's zero-shot within
+2e-3: the aim of 1e-3 is not met by every model there)."""
 
 from __future__ import annotations
 
@@ -34,57 +35,77 @@ def test_an_unknown_precision_is_refused_with_the_choices() -> None:
         resolve_precision("fp16", CPU)
 
 
-def both(name: str):
-    """(fp32 engine, bf16 engine, preprocessed real photos) for catalog entry ``name``."""
+# (engine, precision) -> how close to torch fp32 it must stay on real photos: (embedding cosine, species and
+# zero-shot probability distance, aesthetic score distance). OpenVINO in fp32 runs the same arithmetic; bf16 keeps
+# the issue's bounds, except torch's zero-shot probabilities (measured up to 1.24e-3 on dev ViT-L/14 and ViT-B/32
+# LAION-2B, so 2e-3 here).
+VARIANTS = {
+    ("openvino", "fp32"): (0.999999, 1e-5, 1e-4),
+    ("openvino", "bf16"): (0.9999, 1e-3, 0.05),
+    ("torch", "bf16"): (0.9999, 2e-3, 0.05),
+}
+
+
+def against_fp32(name: str, engine: str, precision: str):
+    """(torch fp32 engine, the engine under test, preprocessed real photos) for catalog entry ``name``."""
     from model_store import open_entry
 
+    if engine == "openvino":
+        pytest.importorskip("openvino", reason="ENGINE=openvino needs the openvino extra (make install)")
     stored = open_entry(name)
     cfg = stored.meta.require_preprocess()
     images = np.stack([preprocess(decode_image(encode(photo(n)), 10**8), cfg) for n in PHOTOS])
-    fp32, bf16 = (engines.load(stored, engines.EngineOptions(precision=p)) for p in ("fp32", "bf16"))
-    assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
-    return fp32, bf16, images
+    reference = engines.load(stored, engines.EngineOptions(engine="torch", precision="fp32"))
+    tested = engines.load(stored, engines.EngineOptions(engine=engine, precision=precision))
+    assert (reference.backend, reference.precision, tested.backend, tested.precision) == (
+        "torch", "fp32", engine, precision)
+    return reference, tested, images
 
 
-def test_bf16_species_keep_the_top5_of_fp32(species_dev_model) -> None:
-    fp32, bf16, images = both("eva02-inat21")
-    (p32, i32), (p16, i16) = fp32.classify(images, 5), bf16.classify(images, 5)
-    assert [set(a) for a in i32.tolist()] == [set(b) for b in i16.tolist()]
-    np.testing.assert_allclose(p16, p32, atol=1e-3)
+@pytest.mark.parametrize(("engine", "precision"), list(VARIANTS))
+def test_species_keep_the_top5_of_torch_fp32(species_dev_model, engine, precision) -> None:
+    fp32, tested, images = against_fp32("eva02-inat21", engine, precision)
+    (p32, i32), (p, i) = fp32.classify(images, 5), tested.classify(images, 5)
+    assert [set(a) for a in i32.tolist()] == [set(b) for b in i.tolist()]
+    np.testing.assert_allclose(p, p32, atol=VARIANTS[engine, precision][1])
 
 
+@pytest.mark.parametrize(("engine", "precision"), list(VARIANTS))
 @pytest.mark.parametrize("name", ["clip-vit-b16-openai", "clip-vit-large-patch14", "open-clip-vit-b32",
                                   "open-clip-vit-b32-laion2b"])
-def test_bf16_clip_embeddings_and_zero_shot_stay_within_parity(aesthetic_models, zero_shot_models, name) -> None:
+def test_clip_embeddings_and_zero_shot_stay_within_parity(aesthetic_models, zero_shot_models, name, engine,
+                                                          precision) -> None:
     from capabilities.zero_shot.requests import probabilities
     from model_store import open_entry
 
-    fp32, bf16, images = both(name)
-    assert (fp32.embed_images(images) * bf16.embed_images(images)).sum(-1).min() >= 0.9999
+    cosine, distance, _ = VARIANTS[engine, precision]
+    fp32, tested, images = against_fp32(name, engine, precision)
+    i32, i = fp32.embed_images(images), tested.embed_images(images)
+    assert (i32 * i).sum(-1).min() >= cosine
     if "text" not in open_entry(name).entry.towers:
         return
-    texts = ["a photo of a cat.", "a photo of coffee.", "ein Foto von einer Rakete.", "宇航员的照片。"]
-    t32, t16 = fp32.embed_texts(texts), bf16.embed_texts(texts)
-    assert (t32 * t16).sum(-1).min() >= 0.9999
+    texts = ["a photo of a cat.", "a photo of coffee.", "ein Foto von einer Rakete.", "宇航员的照片。", ""]
+    t32, t = fp32.embed_texts(texts), tested.embed_texts(texts)
+    assert (t32 * t).sum(-1).min() >= cosine
     scale = open_entry(name).meta.logit_scale
-    # 1e-3 is the aim; measured up to 1.24e-3 here (dev ViT-L/14 and ViT-B/32 LAION-2B), one reason bf16 is not
-    # the default yet (README, CPU precision)
-    np.testing.assert_allclose(probabilities(bf16.embed_images(images), t16, scale),
-                               probabilities(fp32.embed_images(images), t32, scale), atol=2e-3)
+    np.testing.assert_allclose(probabilities(i, t, scale), probabilities(i32, t32, scale), atol=distance)
 
 
-def test_bf16_aesthetic_scores_stay_within_005_of_fp32(aesthetic_models) -> None:
+@pytest.mark.parametrize(("engine", "precision"), list(VARIANTS))
+def test_aesthetic_scores_stay_within_parity(aesthetic_models, engine, precision) -> None:
     from model_store import open_entry
 
-    fp32, bf16, images = both("clip-vit-b16-openai")
+    fp32, tested, images = against_fp32("clip-vit-b16-openai", engine, precision)
     head = engines.load(open_entry("laion-aesthetic-vit-b16"), engines.EngineOptions())
-    np.testing.assert_allclose(head.apply(bf16.embed_images(images)), head.apply(fp32.embed_images(images)),
-                               atol=0.05)
+    assert head.backend == "torch"  # heads have no OpenVINO engine; ENGINE leaves them on torch
+    np.testing.assert_allclose(head.apply(tested.embed_images(images)), head.apply(fp32.embed_images(images)),
+                               atol=VARIANTS[engine, precision][2])
 
 
-def test_unset_keeps_bf16_autocast_on_cuda_and_fp32_on_a_cpu() -> None:
+def test_unset_is_auto() -> None:
     assert resolve_precision("", CUDA, frozenset()) == "bf16"
-    assert resolve_precision("", CPU, frozenset({"avx512_bf16"})) == "fp32"
+    assert resolve_precision("", CPU, frozenset({"avx512_bf16"})) == "bf16"
+    assert resolve_precision("", CPU, frozenset({"avx2"})) == "fp32"
 
 
 def test_a_bf16_runner_says_so_and_so_does_the_answer(species_dev_model, monkeypatch) -> None:

@@ -1,0 +1,58 @@
+"""The OpenVINO engine for timm classifiers: the iNat21 species model (EVA02-Large/14 @ 336, cc-by-nc-4.0), converted
+from the store entry's timm weights (see :mod:`engines.torch.classifier`)."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from engines.openvino.common import OpenVinoEngine, trace
+
+if TYPE_CHECKING:
+    from engines import EngineOptions
+    from model_store import StoredEntry
+
+
+def softmax_top_k(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """fp32 softmax of ``(N, C)`` logits -> (probabilities, class indices), each ``(N, k)``, best first."""
+    logits = np.asarray(logits, np.float32)
+    exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    probs = exp / exp.sum(axis=-1, keepdims=True)
+    k = min(k, probs.shape[-1])
+    part = np.argpartition(-probs, k - 1, axis=-1)[:, :k]
+    order = np.take_along_axis(-probs, part, axis=-1).argsort(axis=-1, kind="stable")
+    indices = np.take_along_axis(part, order, axis=-1)
+    return np.take_along_axis(probs, indices, axis=-1), indices
+
+
+class OpenVinoClassifier(OpenVinoEngine):
+    """A timm classifier store entry in OpenVINO (:class:`engines.Classifier`)."""
+
+    def __init__(self, stored: "StoredEntry", options: "EngineOptions") -> None:
+        super().__init__(stored, options)
+        config = json.loads((stored.path / "config.json").read_text())
+        self.labels = list(config.get("label_names") or [])
+        if len(self.labels) != config.get("num_classes"):
+            raise RuntimeError(f"{stored.path}/config.json lacks {config.get('num_classes')} label_names; re-save it")
+        self.model = self.compiled("classifier", self._convert)
+
+    def _convert(self):
+        import torch
+
+        from engines.torch.classifier import load_species
+
+        model, _, cfg = load_species(self.stored.path, torch.device("cpu"))
+        shape = [3, cfg.height, cfg.width]
+        return trace(model, torch.zeros(2, *shape), shape)
+
+    def classify(self, images: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return softmax_top_k(self.model(self.normalised(images))[0], k)
+
+    def warm_up(self) -> None:
+        self.classify(np.zeros((1, self.cfg.height, self.cfg.width, 3), np.uint8), 1)
+
+
+def load(stored: "StoredEntry", options: "EngineOptions") -> OpenVinoClassifier:
+    return OpenVinoClassifier(stored, options)
