@@ -24,13 +24,14 @@ def _metrics() -> SimpleNamespace:
         jobs=prom.Gauge("vision_jobs", "Jobs in the job store by status (retained finished jobs included), read "
                         "from the store at most every 5 s", ["status"], multiprocess_mode="livemostrecent"),
         queue_wait=prom.Histogram("vision_job_queue_wait_seconds", "From submission to the first attempt's start",
-                                  ["model"], buckets=BUCKETS),
-        run_time=prom.Histogram("vision_job_run_seconds", "Inference time of one attempt", ["model"],
+                                  ["task", "model"], buckets=BUCKETS),
+        run_time=prom.Histogram("vision_job_run_seconds", "Inference time of one attempt", ["task", "model"],
                                 buckets=BUCKETS),
-        attempts=prom.Counter("vision_job_attempts", "Attempts started", ["model"]),
+        attempts=prom.Counter("vision_job_attempts", "Attempts started", ["task", "model"]),
         retries=prom.Counter("vision_job_retries", "Attempts put back in the queue (reason: error or overload)",
-                             ["model", "reason"]),
-        finished=prom.Counter("vision_job_finished", "Jobs this worker finished, by outcome", ["model", "status"]),
+                             ["task", "model", "reason"]),
+        finished=prom.Counter("vision_job_finished", "Jobs this worker finished, by outcome",
+                              ["task", "model", "status"]),
         cancellations=prom.Counter("vision_job_cancellations", "Cancellations accepted (state: queued or running)",
                                    ["state"]),
     )
@@ -43,21 +44,21 @@ def set_counts(counts: dict[str, int]) -> None:
 
 def started(job: Job) -> None:
     m = _metrics()
-    m.attempts.labels(job.model).inc()
+    m.attempts.labels(job.task, job.model).inc()
     if job.attempts == 1:  # both times from the store's clock: the claim (or leased submit) set updated_at
-        m.queue_wait.labels(job.model).observe(max(0.0, job.updated_at - job.created_at))
+        m.queue_wait.labels(job.task, job.model).observe(max(0.0, job.updated_at - job.created_at))
 
 
-def ran(model: str, seconds: float) -> None:
-    _metrics().run_time.labels(model).observe(seconds)
+def ran(job: Job, seconds: float) -> None:
+    _metrics().run_time.labels(job.task, job.model).observe(seconds)
 
 
-def retried(model: str, reason: str) -> None:
-    _metrics().retries.labels(model, reason).inc()
+def retried(job: Job, reason: str) -> None:
+    _metrics().retries.labels(job.task, job.model, reason).inc()
 
 
-def finished(model: str, status: str) -> None:
-    _metrics().finished.labels(model, status).inc()
+def finished(job: Job, status: str) -> None:
+    _metrics().finished.labels(job.task, job.model, status).inc()
 
 
 def cancelled(state: str) -> None:

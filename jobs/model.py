@@ -16,7 +16,10 @@ from serving.errors import ServiceError
 
 STARTING, RUNNING, COMPLETE, FAILED, CANCELLED = "starting", "running", "complete", "failed", "cancelled"
 FINAL = (COMPLETE, FAILED, CANCELLED)
-COLUMNS = "id, model, batched, status, classes, templates, result, error, attempts, created_at, updated_at, expires_at"
+# The task a job runs; every job stored before tasks existed is a zero-shot one.
+ZERO_SHOT_TASK = "zero-shot-image-classification"
+COLUMNS = ("id, model, batched, status, classes, templates, result, error, attempts, created_at, updated_at, expires_at,"
+           " task")
 # Events a store with notifications reports to its listener: (channel, job id or "").
 QUEUED, FINISHED, RECONNECTED = "queued", "finished", "reconnected"
 
@@ -24,7 +27,8 @@ QUEUED, FINISHED, RECONNECTED = "queued", "finished", "reconnected"
 @dataclass(frozen=True)
 class Job:
     """A job as stored. Times are seconds since the epoch on the store's clock; a job just claimed has
-    ``updated_at`` = the time of the claim."""
+    ``updated_at`` = the time of the claim. ``task`` says what the inputs are and what the result holds
+    (:data:`ZERO_SHOT_TASK`: images and class names; an embedding task: images, or texts, and no classes)."""
 
     id: str
     model: str
@@ -38,12 +42,13 @@ class Job:
     created_at: float
     updated_at: float
     expires_at: float | None
+    task: str = ZERO_SHOT_TASK
 
     @classmethod
     def from_row(cls, row: tuple) -> "Job":
-        (id_, model, batched, status, classes, templates, result, error, attempts, created, updated, expires) = row
+        (id_, model, batched, status, classes, templates, result, error, attempts, created, updated, expires, task) = row
         return cls(id_, model, bool(batched), status, json.loads(classes), json.loads(templates),
-                   json.loads(result) if result else None, error, attempts, created, updated, expires)
+                   json.loads(result) if result else None, error, attempts, created, updated, expires, task)
 
 
 class JobStoreUnavailable(ServiceError):
@@ -54,9 +59,10 @@ class JobStoreUnavailable(ServiceError):
                          "accepted or changed. Retry shortly.", {"Retry-After": "2"})
 
 
-def pack(pixels: np.ndarray) -> bytes:
+def pack(inputs: np.ndarray) -> bytes:
+    """A job's inputs as stored: uint8 pixels, or a unicode array of texts (``.npy``, never pickled)."""
     buf = io.BytesIO()
-    np.save(buf, pixels, allow_pickle=False)
+    np.save(buf, inputs, allow_pickle=False)
     return buf.getvalue()
 
 

@@ -17,13 +17,13 @@ import numpy as np
 import psycopg
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout, TooManyRequests
 
-from jobs.model import (CANCELLED, COLUMNS, FAILED, FINISHED, QUEUED, RECONNECTED, RUNNING, STARTING, Job,
-                        JobStoreUnavailable, dead_local_owners, pack, redact, unpack)
+from jobs.model import (CANCELLED, COLUMNS, FAILED, FINISHED, QUEUED, RECONNECTED, RUNNING, STARTING, ZERO_SHOT_TASK,
+                        Job, JobStoreUnavailable, dead_local_owners, pack, redact, unpack)
 from jobs.store import JobStore
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _LOCK = 0x7669_7369_6F6E  # advisory lock id held while the schema is created or upgraded
 _NOW = "extract(epoch FROM clock_timestamp())"
 _CHANNELS = {"vision_jobs_queued": QUEUED, "vision_jobs_finished": FINISHED}
@@ -50,6 +50,7 @@ CREATE INDEX jobs_expiry ON jobs (expires_at) WHERE expires_at IS NOT NULL;
 CREATE TABLE job_inputs (id text PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE, pixels bytea NOT NULL);
 ALTER TABLE job_inputs ALTER COLUMN pixels SET STORAGE EXTERNAL;
 """,
+    2: f"ALTER TABLE jobs ADD COLUMN task text NOT NULL DEFAULT '{ZERO_SHOT_TASK}';",  # embedding jobs
 }
 
 
@@ -118,25 +119,25 @@ class PostgresJobStore(JobStore):
                                "database.")
 
     def submit(self, model: str, batched: bool, pixels: np.ndarray, classes: list[str], templates: list[str],
-               owner: str | None = None) -> Job:
+               owner: str | None = None, task: str = ZERO_SHOT_TASK) -> Job:
         job_id = str(uuid.uuid4())
         status, attempts = (RUNNING, 1) if owner else (STARTING, 0)
 
         def run(conn: psycopg.Connection) -> float:
             row = conn.execute(  # one statement, one round trip: both rows, and the wake-up of idle workers
                 f"WITH job AS (INSERT INTO jobs (id, model, batched, status, classes, templates, attempts, owner,"
-                f" lease_until, created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s,"
-                f" CASE WHEN %s THEN {_NOW} + %s END, {_NOW}, {_NOW}) ON CONFLICT (id) DO NOTHING"
+                f" lease_until, created_at, updated_at, task) VALUES (%s, %s, %s, %s, %s, %s, %s, %s,"
+                f" CASE WHEN %s THEN {_NOW} + %s END, {_NOW}, {_NOW}, %s) ON CONFLICT (id) DO NOTHING"
                 f" RETURNING created_at),"
                 f" pixels AS (INSERT INTO job_inputs (id, pixels) SELECT %s, %s FROM job)"
                 f" SELECT created_at, CASE WHEN %s THEN pg_notify('vision_jobs_queued', '') END FROM job",
                 (job_id, model, batched, status, json.dumps(classes), json.dumps(templates), attempts, owner,
-                 owner is not None, self.lease_s, job_id, pack(pixels), owner is None)).fetchone()
+                 owner is not None, self.lease_s, task, job_id, pack(pixels), owner is None)).fetchone()
             # None: a retry after a lost answer found the row written the first time
             return (row or conn.execute("SELECT created_at FROM jobs WHERE id = %s", (job_id,)).fetchone())[0]
 
         now = self._call(run)
-        return Job(job_id, model, batched, status, classes, templates, None, None, attempts, now, now, None)
+        return Job(job_id, model, batched, status, classes, templates, None, None, attempts, now, now, None, task)
 
     def get(self, job_id: str) -> Job | None:
         row = self._call(lambda conn: conn.execute(

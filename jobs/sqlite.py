@@ -15,13 +15,13 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from jobs.model import (CANCELLED, COLUMNS, FAILED, RUNNING, STARTING, Job, JobStoreUnavailable, dead_local_owners,
-                        pack, unpack)
+from jobs.model import (CANCELLED, COLUMNS, FAILED, RUNNING, STARTING, ZERO_SHOT_TASK, Job, JobStoreUnavailable,
+                        dead_local_owners, pack, unpack)
 from jobs.store import JobStore
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3  # PRAGMA user_version of a current store; 0: created before versioning (or empty)
+SCHEMA_VERSION = 4  # PRAGMA user_version of a current store; 0: created before versioning (or empty)
 
 
 def _create(conn: sqlite3.Connection) -> None:
@@ -53,8 +53,14 @@ def _add_cancel_requested(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0")
 
 
+def _add_task(conn: sqlite3.Connection) -> None:
+    """4: embedding jobs; every job stored before is a zero-shot one."""
+    if "task" not in _columns(conn, "jobs"):
+        conn.execute(f"ALTER TABLE jobs ADD COLUMN task TEXT NOT NULL DEFAULT '{ZERO_SHOT_TASK}'")
+
+
 # Version n is reached by _MIGRATIONS[n - 1]; each step is also safe on a store from before versioning.
-_MIGRATIONS = (_create, _move_inline_pixels, _add_cancel_requested)
+_MIGRATIONS = (_create, _move_inline_pixels, _add_cancel_requested, _add_task)
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
 
@@ -125,18 +131,18 @@ class SQLiteJobStore(JobStore):
                                "(sqlite:///<path>).")
 
     def submit(self, model: str, batched: bool, pixels: np.ndarray, classes: list[str], templates: list[str],
-               owner: str | None = None) -> Job:
+               owner: str | None = None, task: str = ZERO_SHOT_TASK) -> Job:
         now, job_id = time.time(), str(uuid.uuid4())
         status, attempts, lease = (RUNNING, 1, now + self.lease_s) if owner else (STARTING, 0, None)
         with self._db() as conn, _transaction(conn):
             conn.execute("INSERT INTO job_inputs (id, pixels) VALUES (?, ?)", (job_id, pack(pixels)))
             conn.execute(
                 "INSERT INTO jobs (id, model, batched, status, classes, templates, attempts, owner, lease_until,"
-                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " created_at, updated_at, task) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (job_id, model, int(batched), status, json.dumps(classes), json.dumps(templates), attempts, owner,
-                 lease, now, now),
+                 lease, now, now, task),
             )
-        return Job(job_id, model, batched, status, classes, templates, None, None, attempts, now, now, None)
+        return Job(job_id, model, batched, status, classes, templates, None, None, attempts, now, now, None, task)
 
     def get(self, job_id: str) -> Job | None:
         with self._db() as conn:

@@ -17,11 +17,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from jobs.model import Job
+from jobs.model import ZERO_SHOT_TASK, Job
 
 
 class JobStore(abc.ABC):
-    """Durable zero-shot jobs. ``owner`` is a worker's id (``host:pid:nonce``)."""
+    """Durable jobs (zero-shot classification, image and text embeddings). ``owner`` is a worker's id (``host:pid:nonce``)."""
 
     notifies = False  # True: listen() reports queued and finished jobs, so nobody needs to poll for them
     retention_s: float
@@ -34,9 +34,10 @@ class JobStore(abc.ABC):
 
     @abc.abstractmethod
     def submit(self, model: str, batched: bool, pixels: np.ndarray, classes: list[str], templates: list[str],
-               owner: str | None = None) -> Job:
-        """Persist a new job and its pixels; both are durable when this returns. With ``owner`` the job is
-        written already leased to that worker (as if claimed), which then runs it."""
+               owner: str | None = None, task: str = ZERO_SHOT_TASK) -> Job:
+        """Persist a new job and its inputs (``pixels``: uint8 images, or a unicode array of texts for a text task);
+        both are durable when this returns. With ``owner`` the job is written already leased to that worker (as
+        if claimed), which then runs it."""
 
     @abc.abstractmethod
     def get(self, job_id: str) -> Job | None:

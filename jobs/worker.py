@@ -21,7 +21,8 @@ import anyio
 import numpy as np
 
 import jobs.metrics as job_metrics
-from jobs.model import COMPLETE, FAILED, FINAL, FINISHED, QUEUED, RECONNECTED, Job, JobStoreUnavailable
+from jobs.model import (COMPLETE, FAILED, FINAL, FINISHED, QUEUED, RECONNECTED, ZERO_SHOT_TASK, Job,
+                        JobStoreUnavailable)
 from jobs.store import JobStore
 from serving.errors import is_overload
 
@@ -83,14 +84,15 @@ class JobWorker:
                 future.set_result(job)
 
     async def submit(self, model: str, batched: bool, pixels: np.ndarray, classes: list[str],
-                     templates: list[str]) -> Job:
+                     templates: list[str], task: str = ZERO_SHOT_TASK) -> Job:
         """Persist a job; with a free slot here, lease it to this worker in the same write and start it at once
         (no claim query, no wake-up of the loop), otherwise leave it queued for the first free worker."""
         take = self._started and len(self.active) + self._reserved < self.concurrency
         self._reserved += take
         try:
             job = await anyio.to_thread.run_sync(
-                lambda: self.store.submit(model, batched, pixels, classes, templates, self.owner if take else None))
+                lambda: self.store.submit(model, batched, pixels, classes, templates, self.owner if take else None,
+                                          task))
         finally:
             self._reserved -= take
         if take:
@@ -184,7 +186,7 @@ class JobWorker:
         """Write the job's outcome as its holder (kept until the store answers) and count it."""
         final = await self._write(lambda: self.store.finish(job.id, status, owner=self.owner, **fields))
         if final:
-            job_metrics.finished(job.model, status)
+            job_metrics.finished(job, status)
         return final
 
     async def _run(self, job: Job, pixels: np.ndarray) -> None:
@@ -199,13 +201,13 @@ class JobWorker:
             try:
                 result = await self.execute(job, pixels)
             finally:
-                job_metrics.ran(job.model, time.monotonic() - begun)
+                job_metrics.ran(job, time.monotonic() - begun)
             final = await self._finish(job, COMPLETE, result=result)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             if is_overload(exc):  # shed by a busy runner: wait, and keep the attempt
-                job_metrics.retried(job.model, "overload")
+                job_metrics.retried(job, "overload")
                 await self._write(lambda: store.retry_later(job.id, "runner at capacity", 1.0, count_attempt=False,
                                                             owner=owner))
                 return
@@ -215,7 +217,7 @@ class JobWorker:
                     job, FAILED, error=f"Inference failed after {job.attempts} attempts ({type(exc).__name__}).")
             else:
                 msg, delay = f"attempt {job.attempts} failed ({type(exc).__name__}); retrying", 2.0 ** job.attempts
-                job_metrics.retried(job.model, "error")
+                job_metrics.retried(job, "error")
                 await self._write(lambda: store.retry_later(job.id, msg, delay, owner=owner))
         finally:
             self.active.pop(job.id, None)

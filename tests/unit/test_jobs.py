@@ -82,6 +82,15 @@ def test_submitted_job_is_readable_and_claimable_once(store: JobStore) -> None:
     assert store.claim("host:2:b", 10) == []  # leased to the first owner
 
 
+def test_a_text_embedding_job_keeps_its_task_and_its_texts_exactly(store: JobStore) -> None:
+    texts = np.array(["ein Foto einer Katze", "写真", "a " * 300, "é\u0301"])  # unicode, never pickled
+    job = store.submit("m", True, texts, [], [], task="text-embedding")
+    assert store.get(job.id).task == "text-embedding"
+    (claimed, inputs), = store.claim("host:1:a", 10)
+    assert claimed.task == "text-embedding" and inputs.tolist() == texts.tolist()
+    assert store.finish(job.id, COMPLETE, result=[{"embedding": [0.6, 0.8]}]).task == "text-embedding"
+
+
 def test_finished_job_keeps_result_until_retention_passes(make_store) -> None:
     store = make_store(retention_s=0.5)
     job = store.submit("m", False, PIXELS[:1], ["cat"], ["a {}."])
@@ -417,7 +426,7 @@ def test_postgres_replicas_starting_together_create_the_schema_once(postgres) ->
         t.join()
     try:
         assert errors == []
-        assert _sql(stores[0], "SELECT component, version FROM schema_version") == [("jobs", 1)]
+        assert _sql(stores[0], "SELECT component, version FROM schema_version") == [("jobs", 2)]
         _sql(stores[0], "UPDATE schema_version SET version = 99")
         newer = PostgresJobStore(url, 60, 5)
         with pytest.raises(RuntimeError, match="schema version 99"):
@@ -714,10 +723,11 @@ def test_an_unversioned_sqlite_store_is_migrated_in_place_and_keeps_its_jobs(tmp
     _old_sqlite_store(path, schema)
     store = SQLiteJobStore(path, retention_s=60, lease_s=5)
     store.init()
-    assert _sql(store, "PRAGMA user_version") == [(3,)]
+    assert _sql(store, "PRAGMA user_version") == [(4,)]
     assert store.get(DONE_ID).result == {"probabilities": [0.25]} and store.get(DONE_ID).status == COMPLETE
     (job, pixels), = store.claim("h:1:a", 5)
     assert job.id == QUEUED_ID and job.classes == ["cat"] and np.array_equal(pixels, PIXELS)
+    assert job.task == "zero-shot-image-classification"  # jobs from before tasks existed are zero-shot ones
     assert store.cancel(job.id)[1].status == RUNNING  # the cancellation column is there
     assert store.finish(job.id, COMPLETE, result={"probabilities": [1.0]}).status == CANCELLED
 
@@ -728,7 +738,7 @@ def test_a_sqlite_store_from_a_newer_release_is_refused_and_left_alone(tmp_path:
     store.init()
     job = store.submit("m", False, PIXELS[:1], ["cat"], ["a {}."])
     _sql(store, "PRAGMA user_version = 99")
-    with pytest.raises(RuntimeError, match=r"schema version 99, newer than this release's 3: upgrade the service"):
+    with pytest.raises(RuntimeError, match=r"schema version 99, newer than this release's 4: upgrade the service"):
         SQLiteJobStore(path, retention_s=60, lease_s=5).init()
     assert _sql(store, "PRAGMA user_version") == [(99,)] and store.get(job.id).status == STARTING
 
@@ -744,7 +754,7 @@ def test_gateway_workers_migrating_one_sqlite_store_at_once_do_it_once(tmp_path:
     errors = [p.communicate(timeout=60)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, errors
     store = SQLiteJobStore(path, retention_s=60, lease_s=5)
-    assert _sql(store, "PRAGMA user_version") == [(3,)]
+    assert _sql(store, "PRAGMA user_version") == [(4,)]
     assert _sql(store, "SELECT id FROM job_inputs") == [(QUEUED_ID,)]
     assert {job_id for job_id, in _sql(store, "SELECT id FROM jobs")} == {QUEUED_ID, DONE_ID}
 
@@ -792,7 +802,7 @@ def test_queue_wait_is_measured_on_the_database_clock(postgres, monkeypatch) -> 
         assert asyncio.run(run()) == COMPLETE
     finally:
         store.close()
-    labels = {"model": model}
+    labels = {"task": "zero-shot-image-classification", "model": model}
     assert REGISTRY.get_sample_value("vision_job_queue_wait_seconds_count", labels) == 1
     assert 0 <= REGISTRY.get_sample_value("vision_job_queue_wait_seconds_sum", labels) < 5
 
