@@ -86,8 +86,8 @@ MODELS: tuple[ModelEntry, ...] = (
     ModelEntry(
         "clip-vit-b16-openai", "clip", "aesthetic", "AESTHETIC_CLIP_MODEL",
         SaveSpec("ViT-B-16", OPENAI_LICENCE, pretrained="openai"),
-        "OpenAI CLIP ViT-B/16 image tower (the aesthetic score's)",
-        runner="AestheticRunner", key="aesthetic", towers=("visual",), batching=AESTHETIC_BATCHING, alias="b16",
+        "OpenAI CLIP ViT-B/16 (the aesthetic score's image tower; its text tower for text embeddings)",
+        runner="AestheticRunner", key="aesthetic", towers=("visual", "text"), batching=AESTHETIC_BATCHING, alias="b16",
         head="laion-aesthetic-vit-b16"),
     ModelEntry(
         "laion-aesthetic-vit-b16", "linear-head", "aesthetic", "AESTHETIC_HEAD_MODEL",

@@ -69,8 +69,13 @@ class ImageEmbedder(Protocol):
 
 @runtime_checkable
 class TextEmbedder(Protocol):
+    context_length: int  # tokens the text tower sees; longer texts are cut
+
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Strings -> L2-normalised float32 ``(N, D)``."""
+
+    def truncated(self, texts: Sequence[str]) -> list[bool]:
+        """Per string: longer than ``context_length`` tokens, so embedded cut to it."""
 
 
 @runtime_checkable

@@ -194,6 +194,17 @@ def tokenizer_info(spec: ClipSpec, config: dict, text_files: list[str]) -> dict:
             "context_length": text_cfg["context_length"]}
 
 
+def lacks_towers(tag: str, spec: ClipSpec) -> bool:
+    """A stored ``tag`` that keeps fewer towers than ``spec`` needs (saved before the catalog asked for more: the
+    aesthetic ViT-B/16 once kept only its image tower); a dev model like that is saved again."""
+    model = store.stored(tag)
+    kept = set(model.info.metadata.get("towers") or ()) if model is not None else set(spec.towers)
+    if not kept >= set(spec.towers):
+        logger.info("%s keeps towers %s; %s needs %s: saving it again", tag, sorted(kept), spec.name, list(spec.towers))
+        return True
+    return False
+
+
 def save_clip(spec: ClipSpec, *, dev: bool = False, from_dir: Path | None = None, revision: str | None = None,
               force: bool = False, full_size: bool = False) -> bentoml.Model:
     """Register ``spec`` from the hub (default), a local folder, or as a dev model (tiny; ``full_size``: the real
@@ -204,7 +215,8 @@ def save_clip(spec: ClipSpec, *, dev: bool = False, from_dir: Path | None = None
             version, variant, rev = "bench" if full_size else DEV, DEV, "none"
             licence = "dev model: random weights, no licence restrictions"
             source = f"open_clip:{spec.arch} ({'full size' if full_size else 'tiny'}, random init)"
-            if (kept := hub.existing(f"{spec.name}:{version}", force)) is not None:
+            if (kept := hub.existing(f"{spec.name}:{version}", force or lacks_towers(f"{spec.name}:{version}", spec))) \
+                    is not None:
                 return kept
             folder = make_dev_folder(spec, work, full_size)
         elif from_dir is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Sequence
 
+import anyio
 import bentoml
 import numpy as np
 from pydantic import BaseModel
@@ -105,11 +106,17 @@ class RunnerBase:
             self.head_stored = open_entry(self.entry.head)
             self.head = self.thread.call(engines.load, self.head_stored, engine_options())
             self.thread.call(self.head.warm_up)
-        self.cache = LRU(settings.zero_shot_text_cache) if "text" in self.entry.towers else None
+        text = "text" in self.entry.towers and "text" in (self.stored.meta.towers or self.entry.towers)
+        self.cache = LRU(settings.zero_shot_text_cache) if text else None
         self.described = {**self.stored.describe(), "engine": self.engine.backend, "device": self.engine.device,
                           "precision": self.engine.precision,
                           "preprocess": self.cfg.model_dump(mode="json"),
-                          **({"logit_scale": self.stored.meta.logit_scale} if self.cache is not None else {})}
+                          **({"logit_scale": self.stored.meta.logit_scale,
+                              "context_length": self.engine.context_length} if text else {})}
+        if "text" in self.entry.towers and not text:
+            logger.warning("%s is stored without its text tower, which text embeddings need: register it again with "
+                           "'python scripts/save_models.py %s --force' (with --dev for dev models)", self.stored.tag,
+                           self.entry.group)
         logger.info("%s ready: %s%s on %s in %s (%s engine; ENGINE=%s, PRECISION=%s)", name, self.stored.tag,
                     f" + {self.head_stored.tag}" if self.head else "", self.engine.device, self.engine.precision,
                     self.engine.backend, settings.engine or "unset", settings.precision or "unset")
@@ -179,6 +186,11 @@ def _apis(entry: catalog.ModelEntry) -> dict[str, Callable[..., Any]]:
             """Strings -> L2-normalised text embeddings ``(N, D)`` float32."""
             return _checked(await self.thread.run(self._encode_texts, list(texts)), texts, "embeddings")
 
+        async def truncated(self, texts: list[str]) -> list[bool]:
+            """Per string: longer than the text tower's context (``info()["context_length"]`` tokens), so
+            ``embed_texts`` embeds it cut to the context. Tokenising only, off the inference thread."""
+            return _checked(await anyio.to_thread.run_sync(self.engine.truncated, list(texts)), texts, "flags")
+
         async def class_embeddings(self, classes: list[str], templates: list[str]) -> np.ndarray:
             """One L2-normalised embedding per class: the mean of its normalised prompt embeddings, renormalised
             (CLIP's zero-shot recipe), kept in a bounded LRU keyed by (templates, class name)."""
@@ -186,6 +198,7 @@ def _apis(entry: catalog.ModelEntry) -> dict[str, Callable[..., Any]]:
 
         apis["embed_texts"] = batched(embed_texts)
         apis["class_embeddings"] = bentoml.api(class_embeddings)
+        apis["truncated"] = bentoml.api(truncated)
     return apis
 
 

@@ -79,6 +79,15 @@ class OpenVinoClip(OpenVinoEngine):
             raise RuntimeError("this CLIP entry was saved without its text tower")
         return l2_normalised(self.text(self.tokenizer(list(texts)).numpy())[0])
 
+    def truncated(self, texts: Sequence[str]) -> list[bool]:
+        from engines.torch.clip import truncated
+
+        return truncated(self.tokenizer, texts)
+
+    @property
+    def context_length(self) -> int:
+        return int(self.tokenizer.context_length)
+
     def warm_up(self) -> None:
         self.embed_images(np.zeros((1, self.cfg.height, self.cfg.width, 3), np.uint8))
         if self.text is not None:

@@ -23,9 +23,8 @@ PHOTOS = ["chelsea", "coffee", "astronaut", "rocket"]
 def open_clip_scorer(clip, head: dict):
     """Score bytes the way open_clip's own docs do: its eval transform, encode_image, L2 norm, then ``head``."""
     model = open_clip.create_model(f"local-dir:{clip.path}", load_weights=False).eval()
-    model.visual.load_state_dict(
-        {k.removeprefix("visual."): v for k, v in load_file(str(Path(clip.path) / "open_clip_model.safetensors")).items()}
-    )
+    state = load_file(str(Path(clip.path) / "open_clip_model.safetensors"))
+    model.visual.load_state_dict({k.removeprefix("visual."): v for k, v in state.items() if k.startswith("visual.")})
     transform = open_clip.transform.image_transform_v2(
         open_clip.transform.PreprocessCfg(**open_clip.get_model_preprocess_cfg(model)), is_train=False
     )

@@ -104,14 +104,23 @@ def test_unreachable_download_names_the_offline_option(tmp_path: Path) -> None:
         fetch_head(tmp_path / "head.pth", url="http://127.0.0.1:1/sa_0_4_vit_b_16_linear.pth")
 
 
-def test_dev_clip_keeps_only_the_image_tower_with_512_outputs(aesthetic_models) -> None:
+def test_dev_clip_keeps_both_towers_with_512_outputs(aesthetic_models) -> None:
     clip, _ = aesthetic_models
     assert str(clip.tag) == "clip-vit-b16-openai:dev" and clip.info.labels["variant"] == "dev"
-    assert clip.info.metadata["towers"] == ["visual"] and clip.info.metadata["embed_dim"] == 512
+    assert clip.info.metadata["towers"] == ["visual", "text"] and clip.info.metadata["embed_dim"] == 512
     keys = load_file(str(Path(clip.path) / WEIGHTS_FILE)).keys()
-    assert keys and all(k.startswith("visual.") for k in keys)
-    model, cfg = load_clip(Path(clip.path), torch.device("cpu"), ["visual"])
+    assert any(k.startswith("visual.") for k in keys) and any(k.startswith("transformer.") for k in keys)
+    model, cfg = load_clip(Path(clip.path), torch.device("cpu"), ["visual", "text"])
     assert model.encode_image(torch.zeros(2, 3, cfg.height, cfg.width)).shape == (2, 512)
+
+
+def test_a_dev_clip_saved_with_fewer_towers_than_the_catalog_needs_is_saved_again(tmp_path: Path) -> None:
+    image_only = ClipSpec("clip-towers-test", "ViT-B-16", "openai", "MIT", ("visual",))
+    assert save_clip(image_only, dev=True).info.metadata["towers"] == ["visual"]
+    both = ClipSpec("clip-towers-test", "ViT-B-16", "openai", "MIT", ("visual", "text"))
+    again = save_clip(both, dev=True)
+    assert again.info.metadata["towers"] == ["visual", "text"] and str(again.tag) == "clip-towers-test:dev"
+    assert save_clip(both, dev=True).info.metadata["sha256"] == again.info.metadata["sha256"]  # kept from now on
 
 
 def test_clip_from_dir_round_trip_keeps_embeddings(tmp_path: Path) -> None:
@@ -143,7 +152,7 @@ def test_clip_from_dir_without_weights_says_so(tmp_path: Path) -> None:
 def test_loader_refuses_weights_for_other_towers(aesthetic_models, tmp_path: Path) -> None:
     clip, _ = aesthetic_models
     with pytest.raises(RuntimeError, match="do not match towers"):
-        load_clip(Path(clip.path), torch.device("cpu"), ["visual", "text"])
+        load_clip(Path(clip.path), torch.device("cpu"), ["visual"])
 
 
 def test_dev_save_without_any_head_registers_the_labelled_dev_head(tmp_path: Path, monkeypatch, caplog) -> None:

@@ -22,7 +22,7 @@ def test_every_entry_is_saved_served_and_listed(species_dev_model, aesthetic_mod
     from bulk.__main__ import parse_args
     from capabilities.embedding import TOWERS
     from capabilities.zero_shot import MODELS as ZERO_SHOT
-    from capabilities.zero_shot.rest import list_models
+    from capabilities.fes.rest import list_models
     from model_store import EntryMetadata, open_entry
     from scripts.save_models import build_parser
 
@@ -39,7 +39,9 @@ def test_every_entry_is_saved_served_and_listed(species_dev_model, aesthetic_mod
             assert entry.name in {m.tag.name for m in runner.models}
         assert (entry.name in ZERO_SHOT) == entry.zero_shot
         assert (entry.name in TOWERS) == bool(entry.alias)
-    assert asyncio.run(list_models()) == [m.name for m in catalog.zero_shot_models()]
+    assert set(asyncio.run(list_models(gateway.jobs))) == {m.name for m in catalog.MODELS if m.kind == "clip"}
+    assert gateway.jobs.task("zero-shot-image-classification").models() == [m.name for m in catalog.zero_shot_models()]
+    assert gateway.jobs.task("text-embedding").models() == [m.name for m in catalog.embedding_models()]
     assert set(build_parser().parse_args(["zero-shot", "--model", "open-clip-vit-b32"]).model_name.split()) == {
         "open-clip-vit-b32"}
     assert parse_args(["src", "--out", "o", "--embedding", ",".join(catalog.aliases())]).embedding
@@ -63,7 +65,7 @@ def test_a_clip_model_added_to_the_catalog_alone_is_saved_served_and_listed(tmp_
         import service
         from bulk.__main__ import parse_args
         from capabilities.embedding import tower_name
-        from capabilities.zero_shot.rest import list_models
+        from capabilities.fes.rest import list_models
         runner = service.RUNNERS["test_clip_extra"].inner()
         classes = asyncio.run(runner.class_embeddings(["cat", "owl"], ["a photo of a {}."]))
         image = asyncio.run(runner.embed_images(np.zeros((1, 224, 224, 3), np.uint8)))
@@ -72,7 +74,8 @@ def test_a_clip_model_added_to_the_catalog_alone_is_saved_served_and_listed(tmp_
                           "dependency": "test_clip_extra" in service.Gateway.dependencies,
                           "gate": "test_clip_extra" in gateway.gates,
                           "zero_shot": "test-clip-extra" in gateway.zero_shot_api.entries,
-                          "rest": asyncio.run(list_models()), "embed": tower_name("extra"),
+                          "rest": asyncio.run(list_models(gateway.jobs)),
+                          "text": gateway.jobs.task("text-embedding").models(), "embed": tower_name("extra"),
                           "bulk": parse_args(["s", "--out", "o", "--embedding", "extra"]).embedding,
                           "shapes": [list(classes.shape), list(image.shape)]}))
     """)
@@ -83,7 +86,8 @@ def test_a_clip_model_added_to_the_catalog_alone_is_saved_served_and_listed(tmp_
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["saved"]["TEST_CLIP_EXTRA_MODEL"] == "test-clip-extra:dev"
     assert got["runner"] == "TestClipExtraRunner" and got["dependency"] and got["gate"] and got["zero_shot"]
-    assert "test-clip-extra" in got["rest"] and got["embed"] == "test-clip-extra" and got["bulk"] == "extra"
+    assert "test-clip-extra" in got["rest"] and "test-clip-extra" in got["text"]
+    assert got["embed"] == "test-clip-extra" and got["bulk"] == "extra"
     assert got["shapes"] == [[2, 512], [1, 512]]
 
 
@@ -93,6 +97,7 @@ class FakeEngine:
     backend = "fake"
     device = "nowhere"
     precision = "fp32"
+    context_length = 77
     calls: list[tuple[int, int, int]] = []
 
     def __init__(self, stored, options) -> None:
@@ -106,6 +111,9 @@ class FakeEngine:
 
     def embed_texts(self, texts) -> np.ndarray:
         return self.embed_images(np.zeros((len(texts), 1, 1, 3), np.uint8))
+
+    def truncated(self, texts) -> list[bool]:
+        return [len(t.split()) > self.context_length for t in texts]
 
     def warm_up(self) -> None:
         pass
