@@ -16,21 +16,24 @@ from starlette.applications import Starlette
 
 import catalog
 import runners
-from capabilities import health, ui, zero_shot
+from capabilities import fes, health, ui
 from capabilities.aesthetic import Aesthetic
 from capabilities.common import gather_or_cancel  # noqa: F401  (part of this module's interface)
 from capabilities.embedding import Embedding
+from capabilities.retrieval import BatchedImageJobRequest, BatchedTextJobRequest, Retrieval
 from capabilities.species import Species
-from capabilities.zero_shot import ZeroShot, ZeroShotConfig, ZeroShotJobs
+from capabilities.zero_shot import ZeroShot, ZeroShotConfig
+from capabilities.zero_shot.requests import BatchedZeroShotJobRequest, ZeroShotJobRequest
 from serving.admission import RunnerGate
 from serving.middleware import GuardMiddleware, RawImageBodyMiddleware
-from serving.schemas import ClassifyResponse, EmbedResponse, JobAccepted, JobStatus, ScoreResponse, ScoresResponse, ZeroShotResult
+from serving.schemas import (ClassifyResponse, EmbedResponse, JobAccepted, ScoreResponse, ScoresResponse,
+                             TextEmbedResponse, ZeroShotResult)
 from serving.settings import settings
 
 for _package in ("capabilities", "runners", "engines", "jobs", "serving"):  # INFO lines (ready, /ui, job recovery)
     logging.getLogger(_package).setLevel(logging.INFO)
 
-CAPABILITIES = (Species, Aesthetic, Embedding, ZeroShot)
+CAPABILITIES = (Species, Aesthetic, Embedding, Retrieval, ZeroShot)
 RUNNERS = runners.services()  # catalog key -> runner service
 RAW_BODY_ROUTES = tuple(dict.fromkeys(route for cap in CAPABILITIES for route in getattr(cap, "RAW_ROUTES", ())))
 
@@ -47,7 +50,8 @@ def gates() -> dict[str, RunnerGate]:
 
 
 class Gateway:
-    """Public API: POST /classify and /score (raw image bodies), zero-shot classification as jobs, GET /ui.
+    """Public API: POST /classify and /score (raw image bodies), /embed and /embed/text, zero-shot classification
+    and image and text embeddings as jobs (FES's routes under /api), GET /ui.
 
     Its runner dependencies (``species``, ``aesthetic``, ``zero_shot_l14``, ...) and store references are set
     from the catalog below, before BentoML reads the class."""
@@ -62,18 +66,20 @@ class Gateway:
         self.aesthetic_api = Aesthetic(runner, self.gates)
         self.zero_shot_api = ZeroShot(runner, self.gates)
         self.embedding_api = Embedding(runner, self.gates)
+        self.retrieval_api = Retrieval(runner, self.gates)
         self.class_memo = self.zero_shot_api.class_memo
-        self.zero_shot_jobs = ZeroShotJobs(self.zero_shot_api)
-        zero_shot.bind(self.zero_shot_jobs)
+        tasks = (self.zero_shot_api, self.retrieval_api.image_task, self.retrieval_api.text_task)
+        self.jobs = fes.Jobs({task.name: task for task in tasks})
+        fes.bind(self.jobs)
 
     @bentoml.on_startup
     async def start_job_worker(self) -> None:
-        self.zero_shot_jobs.start()
+        self.jobs.start()
         ui.announce()
 
     @bentoml.on_shutdown
     async def stop_job_worker(self) -> None:
-        await self.zero_shot_jobs.stop()
+        await self.jobs.stop()
 
     @bentoml.api(route="/classify")
     async def classify(self, image: bytes, /, ctx: bentoml.Context) -> ClassifyResponse:
@@ -113,6 +119,12 @@ class Gateway:
         clip-vit-b16-openai (b16), clip-vit-large-patch14 (l14), open-clip-vit-b32 (b32), open-clip-vit-b32-laion2b."""
         return await self.embedding_api.embed(image, ctx)
 
+    @bentoml.api(route="/embed/text")
+    async def embed_text(self, model: str, texts: list[str], ctx: bentoml.Context = None) -> TextEmbedResponse:
+        """L2-normalised CLIP text embeddings of up to EMBED_MAX_TEXTS texts, comparable by dot product with the
+        same model's /embed image embeddings; ``truncated`` says which texts were cut to the model's context."""
+        return await self.retrieval_api.embed_text(model, texts, ctx)
+
     @bentoml.api
     async def zero_shot(self, model: str, image: str, classes: list[str], config: ZeroShotConfig | None = None,
                         ctx: bentoml.Context = None) -> ZeroShotResult:
@@ -123,28 +135,43 @@ class Gateway:
     async def submit_zero_shot(self, model: str, image: str, classes: list[str], config: ZeroShotConfig | None = None,
                                ctx: bentoml.Context = None) -> JobAccepted:
         """Submit a zero-shot job for one image (data URI); poll it with ``zero_shot_job``."""
-        return await self.zero_shot_jobs.submit_api(model, [image], classes, config, False, ctx)
+        body = ZeroShotJobRequest(image=image, classes=classes, config=config or ZeroShotConfig())
+        return await self.jobs.submit_api(ZeroShot.name, model, body, False, ctx)
 
     @bentoml.api
     async def submit_zero_shot_batch(self, model: str, images: list[str], classes: list[str],
                                      config: ZeroShotConfig | None = None, ctx: bentoml.Context = None) -> JobAccepted:
         """Submit one job for several images sharing classes and config."""
-        return await self.zero_shot_jobs.submit_api(model, images, classes, config, True, ctx)
+        body = BatchedZeroShotJobRequest(image=images, classes=classes, config=config or ZeroShotConfig())
+        return await self.jobs.submit_api(ZeroShot.name, model, body, True, ctx)
 
     @bentoml.api
-    async def zero_shot_job(self, id: str, wait: float = 0, ctx: bentoml.Context = None) -> JobStatus:  # noqa: A002
-        """A job's status, and its result once complete; ``wait`` seconds (0-30) hold the call until it finishes."""
-        return await self.zero_shot_jobs.status_api(id, wait, ctx)
+    async def submit_image_embedding(self, model: str, images: list[str], ctx: bentoml.Context = None) -> JobAccepted:
+        """Submit one image-embedding job for images (data URIs); its result has one embedding per image."""
+        return await self.jobs.submit_api("image-embedding", model, BatchedImageJobRequest(image=images), True, ctx)
 
     @bentoml.api
-    async def cancel_zero_shot_job(self, id: str, ctx: bentoml.Context = None) -> JobStatus:  # noqa: A002
+    async def submit_text_embedding(self, model: str, texts: list[str], ctx: bentoml.Context = None) -> JobAccepted:
+        """Submit one text-embedding job; its result has one embedding per text."""
+        return await self.jobs.submit_api("text-embedding", model, BatchedTextJobRequest(text=texts), True, ctx)
+
+    @bentoml.api
+    async def zero_shot_job(self, id: str, wait: float = 0,  # noqa: A002
+                            ctx: bentoml.Context = None) -> dict[str, Any]:
+        """A job's status (of any task: zero-shot, image or text embedding), and its result once complete;
+        ``wait`` seconds (0-30) hold the call until it finishes. The JobStatus shape (typed as a dict: BentoML's
+        client turned a result of the union's second type into ``{}``)."""
+        return await self.jobs.status_api(id, wait, ctx)
+
+    @bentoml.api
+    async def cancel_zero_shot_job(self, id: str, ctx: bentoml.Context = None) -> dict[str, Any]:  # noqa: A002
         """Cancel a queued job at once, or a running one when its current runner call returns; 409 if finished."""
-        return await self.zero_shot_jobs.cancel_api(id, ctx)
+        return await self.jobs.cancel_api(id, ctx)
 
     @bentoml.api
     async def zero_shot_models(self) -> dict[str, list[dict[str, Any]]]:
         """The zero-shot models this server runs."""
-        return await self.zero_shot_api.models()
+        return await self.zero_shot_api.described()
 
 
 for _key, _runner in RUNNERS.items():
@@ -152,7 +179,7 @@ for _key, _runner in RUNNERS.items():
 for _entry in catalog.MODELS:  # read for preprocessing configs; the runners load the weights
     setattr(Gateway, f"{_entry.name.replace('-', '_')}_ref", bentoml.models.BentoModel(settings.tag(_entry.name)))
 Gateway = bentoml.service(name="VisionGateway", workers=settings.gateway_workers, traffic={"timeout": 120})(
-    bentoml.asgi_app(zero_shot.rest, path="/api")(
+    bentoml.asgi_app(fes.rest, path="/api")(
         bentoml.asgi_app(Starlette(routes=[*health.routes, *ui.routes]), path="/")(Gateway)))
 Gateway.add_asgi_middleware(RawImageBodyMiddleware, routes=RAW_BODY_ROUTES)
 Gateway.add_asgi_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes, api_key=settings.api_key or None,

@@ -66,6 +66,22 @@ class RunnerFacts:
         return info.model_copy(update={"precision": facts.get("precision"), "engine": facts.get("engine")})
 
 
+async def answers(runner: Any) -> bool:
+    """Whether a runner answers ``info()`` (it is up)."""
+    try:
+        await runner.to_async.info()
+    except Exception:  # noqa: BLE001 (starting, or gone)
+        return False
+    return True
+
+
+async def until_answering(runners: list[Any]) -> None:
+    """Return once every runner answers, asking each again every second."""
+    for runner in runners:
+        while not await answers(runner):
+            await asyncio.sleep(1)
+
+
 async def image_batch(data: bytes, cfg: PreprocessConfig) -> np.ndarray:
     """Decode and preprocess off the event loop: a batch of one uint8 image ``(1, H, W, 3)``."""
     pixels = await anyio.to_thread.run_sync(lambda: prepare(data, cfg, settings.max_image_pixels))

@@ -74,12 +74,32 @@ class ZeroShotResult(BaseModel):
         description="One probability per class in the given order (a list per image for batched jobs)")
 
 
+class EmbeddingResult(BaseModel):
+    """An image-embedding or text-embedding job's result (FES's ``{"embedding": [...]}``)."""
+
+    embedding: list[float] | list[list[float]] = Field(
+        description="L2-normalised embedding (a list per input for batched jobs on the plain status route)")
+    truncated: bool | list[bool] | None = Field(
+        default=None, description="Text only, and only when a text was longer than the model's context: it was "
+                                  "embedded cut to the context (per text for batched jobs)")
+
+
+class TextEmbedResponse(BaseModel):
+    """``POST /embed/text``: one L2-normalised embedding per text, comparable with ``/embed``'s by dot product."""
+
+    embeddings: list[list[float]] = Field(description="One per text, in the order sent")
+    dim: int = Field(description="Their length (512 for ViT-B/16 and ViT-B/32, 768 for ViT-L/14, full-size)")
+    truncated: list[bool] = Field(description="Per text: longer than the model's context, so embedded cut to it")
+    context_length: int = Field(description="The model's text context, in tokens")
+    model: ModelInfo
+
+
 class JobStatus(BaseModel):
     id: str
     model: str
     status: str = Field(description="starting | running | complete | failed | cancelled")
     created_at: str
-    result: ZeroShotResult | list[ZeroShotResult] | None = Field(
-        default=None, description="Only when complete; on the batched status route a list, one item per image")
+    result: ZeroShotResult | EmbeddingResult | list[ZeroShotResult] | list[EmbeddingResult] | None = Field(
+        default=None, description="Only when complete; on the batched status route a list, one item per input")
     error: str | None = Field(default=None, description="Only when failed")
     expires_at: str | None = Field(default=None, description="When a finished job stops being readable")

@@ -38,6 +38,8 @@ class Settings:
     zero_shot_max_class_chars: int  # ZERO_SHOT_MAX_CLASS_CHARS: characters per class name
     zero_shot_max_templates: int  # ZERO_SHOT_MAX_TEMPLATES: prompt templates per request
     zero_shot_max_batch_images: int  # ZERO_SHOT_MAX_BATCH_IMAGES: images per batched job
+    embed_max_texts: int  # EMBED_MAX_TEXTS: texts per /embed/text request or batched text-embedding job
+    embed_max_text_chars: int  # EMBED_MAX_TEXT_CHARS: characters per text (tokens past the context are cut)
     max_batch_images: int  # MAX_BATCH_IMAGES: images per /classify/batch or /score/batch request
     max_data_uri_bytes: int  # MAX_DATA_URI_BYTES: length of one image data URI
     job_store_url: str  # JOB_STORE_URL: sqlite:///path (one host) or postgresql://... (every replica); JOB_STORE_PATH
@@ -80,6 +82,8 @@ class Settings:
             zero_shot_max_class_chars=_int("ZERO_SHOT_MAX_CLASS_CHARS", 200),
             zero_shot_max_templates=_int("ZERO_SHOT_MAX_TEMPLATES", 32),
             zero_shot_max_batch_images=_int("ZERO_SHOT_MAX_BATCH_IMAGES", 32),
+            embed_max_texts=_int("EMBED_MAX_TEXTS", 64),
+            embed_max_text_chars=_int("EMBED_MAX_TEXT_CHARS", 2000),
             max_batch_images=_int("MAX_BATCH_IMAGES", 32),
             max_data_uri_bytes=_int("MAX_DATA_URI_BYTES", 16_000_000),
             max_body_bytes=_int("MAX_BODY_BYTES", 32_000_000),

@@ -7,6 +7,8 @@
         vc.score(Path("photo.jpg")).score
         job = vc.submit_zero_shot("open-clip-vit-b32", [Path("photo.jpg")], ["cat", "dog"])
         vc.wait(job.id).result.probabilities
+        query = vc.embed_texts(["ein Hund im Schnee"], model="open-clip-vit-b32").embeddings[0]
+        image = vc.embed(Path("photo.jpg"), model="open-clip-vit-b32").embedding  # comparable by dot product
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from typing import Sequence
 
 import httpx
 
-from serving.schemas import MAX_WAIT_S, ClassifyResponse, JobAccepted, JobStatus, ScoreResponse, ZeroShotResult
+from serving.schemas import (MAX_WAIT_S, ClassifyResponse, EmbedResponse, JobAccepted, JobStatus, ScoreResponse,
+                             TextEmbedResponse, ZeroShotResult)
 
 TASK = "/api/tasks/zero-shot-image-classification"
+EMBEDDING_TASKS = "/api/tasks"  # /image-embedding, /text-embedding
 Image = bytes | Path
 
 
@@ -44,7 +48,7 @@ def data_uri(image: Image) -> str:
 
 
 class VisionClient:
-    """Calls /classify, /score and the zero-shot job routes; raises ServiceError on 4xx/5xx answers."""
+    """Calls /classify, /score, /embed, /embed/text and the job routes; raises ServiceError on 4xx/5xx answers."""
 
     def __init__(self, url: str = "http://localhost:3000", timeout: float = 120) -> None:
         self.http = httpx.Client(base_url=url, timeout=timeout)
@@ -76,6 +80,26 @@ class VisionClient:
         """LAION aesthetic score (0-10)."""
         return ScoreResponse.model_validate(self._check(self.http.post("/score", content=_bytes(image))))
 
+    def embed(self, image: Image, model: str) -> EmbedResponse:
+        """The L2-normalised CLIP image embedding (model: a name or alias, e.g. ``open-clip-vit-b32`` or ``b32``)."""
+        body = self._check(self.http.post("/embed", content=_bytes(image), params={"model": model}))
+        return EmbedResponse.model_validate(body)
+
+    def embed_texts(self, texts: Sequence[str], model: str) -> TextEmbedResponse:
+        """L2-normalised CLIP text embeddings, comparable with :meth:`embed`'s of the same model by dot product."""
+        body = self._check(self.http.post("/embed/text", json={"model": model, "texts": list(texts)}))
+        return TextEmbedResponse.model_validate(body)
+
+    def submit_embedding(self, model: str, images: Sequence[Image] = (), texts: Sequence[str] = ()) -> JobAccepted:
+        """Submit one image-embedding job (``images``) or text-embedding job (``texts``); its result has one
+        embedding per input. Poll it with :meth:`job` or :meth:`wait`."""
+        if bool(images) == bool(texts):
+            raise ValueError("give images or texts, not both")
+        task, body = (("image-embedding", {"image": [data_uri(i) for i in images]}) if images else
+                      ("text-embedding", {"text": list(texts)}))
+        return JobAccepted.model_validate(
+            self._check(self.http.post(f"{EMBEDDING_TASKS}/{task}/batched/{model}/jobs", json=body)))
+
     def submit_zero_shot(self, model: str, images: Sequence[Image], classes: Sequence[str],
                          templates: Sequence[str] | None = None) -> JobAccepted:
         """Submit a job: one image gives one probability list, several give a batched job (a list per image)."""
@@ -88,8 +112,8 @@ class VisionClient:
         return JobAccepted.model_validate(self._check(self.http.post(path, json=body)))
 
     def job(self, job_id: str, wait: float = 0) -> JobStatus:
-        """A job's status, with its result once complete; ``wait`` (up to 30 s) lets the server hold the answer
-        until the job is complete or failed."""
+        """A job's status (of any task: ids are unique), with its result once complete; ``wait`` (up to 30 s) lets
+        the server hold the answer until the job is complete or failed."""
         response = self.http.get(f"{TASK}/jobs/{job_id}", params={"wait": wait} if wait else None,
                                  timeout=self.http.timeout.read + wait if self.http.timeout.read else None)
         return JobStatus.model_validate(self._check(response))

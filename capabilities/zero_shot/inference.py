@@ -1,12 +1,12 @@
 """Zero-shot classification: probabilities of caller-supplied class names for images, with any zero-shot CLIP
 model of the catalog.
 
-The inference part, shared by the immediate ``zero_shot`` API and the jobs in :mod:`capabilities.zero_shot.jobs`.
+The inference part, shared by the immediate ``zero_shot`` API and the FES jobs (:mod:`capabilities.fes`), for
+which :class:`ZeroShot` is the ``zero-shot-image-classification`` task.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any, Mapping
 
@@ -16,9 +16,10 @@ import numpy as np
 from starlette.responses import Response
 
 import catalog
-from capabilities.common import Runners, fail, gather_or_cancel, run_model
-from capabilities.zero_shot.requests import (ZeroShotConfig, check_classes, check_templates, decode_data_uri,
-                                             probabilities)
+from capabilities.common import Runners, answers, fail, gather_or_cancel, run_model, until_answering
+from capabilities.zero_shot.requests import (BatchedZeroShotJobRequest, ZeroShotConfig, ZeroShotJobRequest,
+                                             check_classes, check_templates, decode_data_uri, probabilities)
+from jobs import Job
 from model_store import open_entry
 from serving.admission import RunnerGate
 from serving.cache import LRU
@@ -30,6 +31,7 @@ from serving.settings import settings
 logger = logging.getLogger(__name__)
 
 MODELS = {m.name: m for m in catalog.zero_shot_models()}
+TASK = "zero-shot-image-classification"
 
 
 class ZeroShot:
@@ -37,8 +39,12 @@ class ZeroShot:
 
     ``runners(key)`` returns a model's runner client and ``gates[key]`` admits image calls to it (``key`` being
     the catalog entry's); both are read at call time. Each gateway worker remembers the class embeddings of class
-    lists it has seen (``class_memo``, on top of the runner's per-class cache).
+    lists it has seen (``class_memo``, on top of the runner's per-class cache). As the FES task
+    ``zero-shot-image-classification`` (:class:`capabilities.fes.Task`), jobs store the pixels, classes and
+    templates.
     """
+
+    name = TASK
 
     @staticmethod
     def needs() -> list[catalog.ModelEntry]:
@@ -55,6 +61,33 @@ class ZeroShot:
         return self._runners(MODELS[name].key)
 
     @staticmethod
+    def models() -> list[str]:
+        return list(MODELS)
+
+    @staticmethod
+    def request(batched: bool) -> type[ZeroShotJobRequest] | type[BatchedZeroShotJobRequest]:
+        return BatchedZeroShotJobRequest if batched else ZeroShotJobRequest
+
+    async def inputs(self, model: str, body: Any, batched: bool) -> tuple[np.ndarray, list[str], list[str]]:
+        return await self.prepare(model, body.image if batched else [body.image], body.classes, body.config)
+
+    async def execute(self, job: Job, pixels: np.ndarray) -> dict[str, Any]:
+        probs = await self.infer(job.model, pixels, job.classes, job.templates)
+        return {"probabilities": probs.tolist() if job.batched else probs[0].tolist()}
+
+    @staticmethod
+    def view(result: Any, batched: bool, per_image: bool) -> ZeroShotResult | list[ZeroShotResult]:
+        """``per_image``: one ``{"probabilities": [...]}`` per image; else ``{"probabilities": [...]}``, a list of
+        lists for a batched job."""
+        probs = result["probabilities"]
+        if per_image:
+            return [ZeroShotResult(probabilities=p) for p in (probs if batched else [probs])]
+        return ZeroShotResult(probabilities=probs)
+
+    async def details(self) -> dict[str, list[dict[str, Any]]]:
+        return await self.described()
+
+    @staticmethod
     def check_model(model: str) -> str:
         """The model's name in kebab case (snake case is accepted, as by vitrivr's feature-extraction-server)."""
         name = model.replace("_", "-")
@@ -65,24 +98,14 @@ class ZeroShot:
 
     async def runner_state(self, model: str) -> str:
         """``running`` when the model's runner answers, else ``starting``."""
-        try:
-            await self._runner(model).to_async.info()
-        except Exception:
-            return "starting"
-        return "running"
+        return "running" if await answers(self._runner(model)) else "starting"
 
     async def ready(self) -> None:
         """Wait until every zero-shot runner answers."""
-        for name in MODELS:
-            while True:
-                try:
-                    await self._runner(name).to_async.info()
-                    break
-                except Exception:
-                    await asyncio.sleep(1)
+        await until_answering([self._runner(name) for name in MODELS])
 
-    async def inputs(self, model: str, images: list[str], classes: list[str],
-                     config: ZeroShotConfig) -> tuple[np.ndarray, list[str], list[str]]:
+    async def prepare(self, model: str, images: list[str], classes: list[str],
+                      config: ZeroShotConfig) -> tuple[np.ndarray, list[str], list[str]]:
         """Validate a request and preprocess its images: (uint8 pixels (N, H, W, 3), classes, templates).
         ``model`` is a canonical name (:meth:`check_model`)."""
         classes, templates = check_classes(classes), check_templates(config.templates)
@@ -124,18 +147,19 @@ class ZeroShot:
                        ctx: bentoml.Context) -> ZeroShotResult | Response:
         """Probabilities for one image (data URI) right away, without a job."""
         try:
-            return await self.now(model, image, classes, config or ZeroShotConfig())
+            body = ZeroShotJobRequest(image=image, classes=classes, config=config or ZeroShotConfig())
+            return await self.now(model, body)
         except ServiceError as err:
             return fail(ctx, err)
 
-    async def now(self, model: str, image: str, classes: list[str], config: ZeroShotConfig) -> ZeroShotResult:
+    async def now(self, model: str, body: ZeroShotJobRequest) -> ZeroShotResult:
         """One image's probabilities without a job (raises ServiceError)."""
         model = self.check_model(model)
-        pixels, classes, templates = await self.inputs(model, [image], classes, config)
+        pixels, classes, templates = await self.prepare(model, [body.image], body.classes, body.config)
         probs = await run_model(self.infer(model, pixels, classes, templates), "zero-shot")
         return ZeroShotResult(probabilities=probs[0].tolist())
 
-    async def models(self) -> dict[str, list[dict[str, Any]]]:
+    async def described(self) -> dict[str, list[dict[str, Any]]]:
         """Each model with its store entry, this worker's class-list memo counters and, when its runner answers,
         the runner's per-class text-cache counters."""
         models = []

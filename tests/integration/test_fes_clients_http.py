@@ -109,12 +109,12 @@ def test_legacy_route_answers_the_probabilities_at_once(client) -> None:
 
 
 def test_listing_routes_have_fes_shapes(client) -> None:
-    assert client.get("/tasks").json() == [TASK]
+    assert client.get("/tasks").json() == [TASK, "image-embedding", "text-embedding"]
     assert client.get(f"/tasks/{TASK}/models").json() == MODELS
     assert client.get("/tasks/zero_shot_image_classification/models").json() == MODELS
-    assert client.get("/models").json() == MODELS
+    assert client.get("/models").json() == MODELS + ["clip-vit-b16-openai"]
     for model in MODELS + ["open_clip_vit_b32"]:
-        assert client.get(f"/models/{model}/tasks").json() == [TASK]
+        assert client.get(f"/models/{model}/tasks").json() == [TASK, "image-embedding", "text-embedding"]
         status = client.get(f"/models/{model}/status").json()
         assert status["status"] == "running" and isinstance(status["jobs"], list)
         assert all(set(j) == {"id", "status"} for j in status["jobs"])

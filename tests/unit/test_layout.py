@@ -108,7 +108,7 @@ def describe(component: set[str], graph: dict[str, dict[str, int]], modules: dic
 def test_first_party_modules_import_each_other_without_circles() -> None:
     modules = first_party_modules(ROOT)
     assert {"bench", "bench.load", "bench.run", "serving", "tests.support.local_server", "catalog", "engines",
-            "engines.torch.clip", "model_store.entry", "jobs.sqlite", "capabilities.zero_shot.rest"} <= set(modules)
+            "engines.torch.clip", "model_store.entry", "jobs.sqlite", "capabilities.fes.rest"} <= set(modules)
     graph = import_graph(modules)
     new = cycles(graph)
     assert not new, "import circles:\n" + "\n\n".join(describe(c, graph, modules) for c in new)

@@ -145,7 +145,7 @@ def test_fes_raw_cosine_probabilities_follow_from_ours() -> None:
 def test_rest_routes_before_the_gateway_binds_its_jobs_answer_503_starting(monkeypatch) -> None:
     from starlette.testclient import TestClient
 
-    from capabilities.zero_shot import rest
+    from capabilities.fes import rest
 
     monkeypatch.setattr(rest.state, "jobs", None, raising=False)
     response = TestClient(rest).get("/models/open-clip-vit-b32/status")

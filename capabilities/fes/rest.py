@@ -1,7 +1,8 @@
-"""REST routes of the zero-shot jobs, mounted under ``/api``, in the layout of vitrivr's feature-extraction-server
+"""REST routes of the FES jobs, mounted under ``/api``, in the layout of vitrivr's feature-extraction-server
 (FES, base_api and legacy_api at 0cde687a), so its clients (vitrivr-engine's FES module, FES's own tests) work
-unchanged. Where this service deliberately differs from FES (404 for unknown jobs, results re-readable until
-retention, ``{"error", "detail"}`` 400s, the models' learned logit scale), the README says so.
+unchanged, for every task of :class:`capabilities.fes.Jobs`. Where this service deliberately differs from FES (404
+for unknown jobs, results re-readable until retention, ``{"error", "detail"}`` 400s, the models' learned logit
+scale), the README says so.
 """
 
 from __future__ import annotations
@@ -13,14 +14,12 @@ from fastapi import Depends, FastAPI, Request
 from pydantic import BaseModel, ValidationError
 from starlette.responses import JSONResponse, Response
 
-from capabilities.zero_shot.inference import MODELS
-from capabilities.zero_shot.jobs import ZeroShotJobs
+from capabilities.fes.jobs import Jobs
 from serving.errors import ServiceError
-from serving.schemas import JobAccepted, JobStatus, ZeroShotResult
-from capabilities.zero_shot.requests import BatchedZeroShotJobRequest, ZeroShotJobRequest
+from serving.schemas import JobAccepted, JobStatus
 
-TASK = "zero-shot-image-classification"
-rest = FastAPI(title="Zero-shot image classification jobs (vitrivr feature-extraction-server layout)")
+rest = FastAPI(title="Feature-extraction jobs (vitrivr feature-extraction-server layout): zero-shot image "
+                     "classification, image and text embeddings")
 
 
 @rest.exception_handler(ServiceError)
@@ -29,27 +28,24 @@ async def _service_error(request: Request, err: ServiceError) -> Response:
     return err.to_response()
 
 
-def bind(jobs: ZeroShotJobs) -> None:
+def bind(jobs: Jobs) -> None:
     """Serve ``jobs`` (this gateway worker's) on these routes."""
     rest.state.jobs = jobs
 
 
-def current() -> ZeroShotJobs:
+def current() -> Jobs:
     """The jobs capability bound by the composing service."""
     jobs = getattr(rest.state, "jobs", None)
     if jobs is None:
-        raise ServiceError(503, "starting", "The zero-shot jobs are not ready yet; retry shortly.")
+        raise ServiceError(503, "starting", "The jobs are not ready yet; retry shortly.")
     return jobs
-
-
-def check_task(task: str) -> None:
-    if task.replace("_", "-") != TASK:
-        raise ServiceError(404, "unknown_task", f"No task {task[:100]!r}; available: {TASK}.")
 
 
 def _json(payload: Any, status: int = 200) -> Response:
     if isinstance(payload, BaseModel):
         payload = payload.model_dump(mode="json", exclude_none=True)
+    elif isinstance(payload, list):
+        payload = [p.model_dump(mode="json", exclude_none=True) if isinstance(p, BaseModel) else p for p in payload]
     return JSONResponse(payload, status_code=status)
 
 
@@ -71,68 +67,77 @@ async def _body(request: Request, schema: type[BaseModel]) -> Any:
         raise ServiceError(400, "invalid_request", f"{where}: {first['msg']} ({exc.error_count()} error(s)).")
 
 
-async def _submit(jobs: ZeroShotJobs, task: str, model: str, request: Request, batched: bool) -> JobAccepted:
-    check_task(task)
-    jobs.zero_shot.check_model(model)
-    body = await _body(request, BatchedZeroShotJobRequest if batched else ZeroShotJobRequest)
-    images = body.image if batched else [body.image]
-    return await jobs.submit(model, images, body.classes, body.config, batched)
+async def _submit(jobs: Jobs, task: str, model: str, request: Request, batched: bool) -> JobAccepted:
+    the_task = jobs.task(task)
+    the_task.check_model(model)
+    body = await _body(request, the_task.request(batched))
+    return await jobs.submit(task, model, body, batched)
 
 
-async def _status(task: str, job_id: str, wait: str | None, jobs: ZeroShotJobs, per_image: bool) -> JobStatus:
-    check_task(task)
+async def _status(task: str, job_id: str, wait: str | None, jobs: Jobs, per_image: bool) -> JobStatus:
+    jobs.task(task)
     return await jobs.status(job_id, wait, per_image)
 
 
-async def _checked(check: Callable[[str], Any], value: str, answer: Any) -> Any:
-    """``answer`` once ``check(value)`` has passed (it raises ServiceError otherwise)."""
-    check(value)
-    return answer
+def _model_tasks(jobs: Jobs, model: str) -> list[str]:
+    """The tasks ``model`` runs, or a 404 that lists the models."""
+    name = model.replace("_", "-")
+    tasks = [t.name for t in jobs.tasks.values() if name in t.models()]
+    if not tasks:
+        every = dict.fromkeys(m for t in jobs.tasks.values() for m in t.models())
+        raise ServiceError(404, "unknown_model", f"No model {model[:100]!r}; available: {', '.join(every)}.")
+    return tasks
 
 
 # Listings -----------------------------------------------------------------------------------------------------
 
 @rest.get("/tasks")
-async def list_tasks() -> list[str]:
+async def list_tasks(jobs: Jobs = Depends(current)) -> list[str]:
     """The tasks this server runs."""
-    return [TASK]
+    return list(jobs.tasks)
 
 
 @rest.get("/tasks/{task}/models")
-async def list_task_models(task: str) -> Response:
+async def list_task_models(task: str, jobs: Jobs = Depends(current)) -> Response:
     """The models that run ``task``."""
-    return await _answer(lambda: _checked(check_task, task, list(MODELS)))
+    async def work() -> list[str]:
+        return jobs.task(task).models()
+
+    return await _answer(work)
 
 
 @rest.get("/models")
-async def list_models() -> list[str]:
-    """Every model this server runs."""
-    return list(MODELS)
+async def list_models(jobs: Jobs = Depends(current)) -> list[str]:
+    """Every model this server runs a task with."""
+    return list(dict.fromkeys(m for t in jobs.tasks.values() for m in t.models()))
 
 
 @rest.get("/models/{model}/tasks")
-async def list_model_tasks(model: str, jobs: ZeroShotJobs = Depends(current)) -> Response:
+async def list_model_tasks(model: str, jobs: Jobs = Depends(current)) -> Response:
     """The tasks ``model`` runs."""
-    return await _answer(lambda: _checked(jobs.zero_shot.check_model, model, [TASK]))
+    async def work() -> list[str]:
+        return _model_tasks(jobs, model)
+
+    return await _answer(work)
 
 
 @rest.get("/models/{model}/status")
-async def model_status(model: str, jobs: ZeroShotJobs = Depends(current)) -> Response:
+async def model_status(model: str, jobs: Jobs = Depends(current)) -> Response:
     """``{"status": "running" | "starting", "jobs": [{"id", "status"}]}``: the runner's state and the model's
-    queued and running jobs."""
+    queued and running jobs (of every task)."""
     async def work() -> dict[str, Any]:
-        name = jobs.zero_shot.check_model(model)
-        return {"status": await jobs.zero_shot.runner_state(name), "jobs": await jobs.unfinished(name)}
+        task = jobs.task(_model_tasks(jobs, model)[0])
+        name = task.check_model(model)
+        return {"status": await task.runner_state(name), "jobs": await jobs.unfinished(name)}
 
     return await _answer(work)
 
 
 @rest.get("/tasks/{task}/models/details")
-async def model_details(task: str, jobs: ZeroShotJobs = Depends(current)) -> Response:
+async def model_details(task: str, jobs: Jobs = Depends(current)) -> Response:
     """This service's own listing: each model's store tag, variant, architecture, and the caches' counters."""
     async def work() -> dict[str, Any]:
-        check_task(task)
-        return await jobs.zero_shot.models()
+        return await jobs.task(task).details()
 
     return await _answer(work)
 
@@ -140,35 +145,35 @@ async def model_details(task: str, jobs: ZeroShotJobs = Depends(current)) -> Res
 # Jobs ---------------------------------------------------------------------------------------------------------
 
 @rest.post("/tasks/{task}/{model}/jobs", response_model=JobAccepted)
-async def submit_job(task: str, model: str, request: Request, jobs: ZeroShotJobs = Depends(current)) -> Response:
-    """Submit one image: ``{"image": data URI or base64, "classes": [...], "config": {...}}`` (200, as FES)."""
+async def submit_job(task: str, model: str, request: Request, jobs: Jobs = Depends(current)) -> Response:
+    """Submit one input: ``{"image": data URI or base64, "classes": [...], "config": {...}}`` for zero-shot,
+    ``{"image": ...}`` or ``{"text": "..."}`` for the embedding tasks (200, as FES)."""
     return await _answer(lambda: _submit(jobs, task, model, request, batched=False))
 
 
 @rest.post("/tasks/{task}/batched/{model}/jobs", response_model=JobAccepted)
-async def submit_batched_job(task: str, model: str, request: Request,
-                             jobs: ZeroShotJobs = Depends(current)) -> Response:
-    """Submit several images sharing classes and config: ``{"image": [...], "classes": [...]}`` (200, as FES)."""
+async def submit_batched_job(task: str, model: str, request: Request, jobs: Jobs = Depends(current)) -> Response:
+    """Submit several inputs in one job: ``{"image": [...], ...}`` or ``{"text": [...]}`` (200, as FES)."""
     return await _answer(lambda: _submit(jobs, task, model, request, batched=True))
 
 
 @rest.get("/tasks/{task}/jobs/{job_id}", response_model=JobStatus)
-async def job(task: str, job_id: str, wait: str | None = None, jobs: ZeroShotJobs = Depends(current)) -> Response:
+async def job(task: str, job_id: str, wait: str | None = None, jobs: Jobs = Depends(current)) -> Response:
     """A job's status, with its result once complete; readable until its retention passes. ``?wait=S`` (0 to
     30 s) holds the request until the job is complete or failed."""
     return await _answer(lambda: _status(task, job_id, wait, jobs, per_image=False))
 
 
 @rest.get("/tasks/{task}/batched/jobs/{job_id}", response_model=JobStatus)
-async def batched_job(task: str, job_id: str, wait: str | None = None,
-                      jobs: ZeroShotJobs = Depends(current)) -> Response:
-    """A batched job's status; its result is a list of ``{"probabilities": [...]}``, one per image."""
+async def batched_job(task: str, job_id: str, wait: str | None = None, jobs: Jobs = Depends(current)) -> Response:
+    """A batched job's status; its result is a list, one item per input (``{"probabilities"}``,
+    ``{"embedding"}``)."""
     return await _answer(lambda: _status(task, job_id, wait, jobs, per_image=True))
 
 
-async def _cancel(task: str, job_id: str, jobs: ZeroShotJobs) -> Response:
+async def _cancel(task: str, job_id: str, jobs: Jobs) -> Response:
     try:
-        check_task(task)
+        jobs.task(task)
         status, job = await jobs.cancel(job_id)
     except ServiceError as err:
         return err.to_response()
@@ -176,32 +181,32 @@ async def _cancel(task: str, job_id: str, jobs: ZeroShotJobs) -> Response:
 
 
 @rest.delete("/tasks/{task}/jobs/{job_id}", response_model=JobStatus)
-async def cancel_job(task: str, job_id: str, jobs: ZeroShotJobs = Depends(current)) -> Response:
+async def cancel_job(task: str, job_id: str, jobs: Jobs = Depends(current)) -> Response:
     """Cancel a job: a queued one at once (200, ``cancelled``); a running one when its current runner call returns
     (202, ``running``; its result is never written). A finished job is 409."""
     return await _cancel(task, job_id, jobs)
 
 
 @rest.delete("/tasks/{task}/batched/jobs/{job_id}", response_model=JobStatus)
-async def cancel_batched_job(task: str, job_id: str, jobs: ZeroShotJobs = Depends(current)) -> Response:
+async def cancel_batched_job(task: str, job_id: str, jobs: Jobs = Depends(current)) -> Response:
     """Cancel a batched job (as ``DELETE .../jobs/{id}``)."""
     return await _cancel(task, job_id, jobs)
 
 
-@rest.post("/legacy/tasks/{task}/{model}/jobs", response_model=ZeroShotResult)
-async def legacy_job(task: str, model: str, request: Request, jobs: ZeroShotJobs = Depends(current)) -> Response:
-    """FES's blocking legacy route: one image in, ``{"probabilities": [...]}`` out, no job."""
-    async def work() -> ZeroShotResult:
-        check_task(task)
-        jobs.zero_shot.check_model(model)
-        body = await _body(request, ZeroShotJobRequest)
-        return await jobs.zero_shot.now(model, body.image, body.classes, body.config)
+@rest.post("/legacy/tasks/{task}/{model}/jobs")
+async def legacy_job(task: str, model: str, request: Request, jobs: Jobs = Depends(current)) -> Response:
+    """FES's blocking legacy route: one input in, its result out (``{"probabilities"}``, ``{"embedding"}``), no
+    job."""
+    async def work() -> BaseModel:
+        the_task = jobs.task(task)
+        name = the_task.check_model(model)
+        return await the_task.now(name, await _body(request, the_task.request(False)))
 
     return await _answer(work)
 
 
 @rest.post("/tasks/{task}/{model}/batched/jobs", response_model=JobAccepted, status_code=202, deprecated=True)
 async def submit_batched_job_deprecated(task: str, model: str, request: Request,
-                                        jobs: ZeroShotJobs = Depends(current)) -> Response:
+                                        jobs: Jobs = Depends(current)) -> Response:
     """Deprecated (one release): the batched submit route before the FES layout; use ``/batched/{model}/jobs``."""
     return await _answer(lambda: _submit(jobs, task, model, request, batched=True), status=202)
