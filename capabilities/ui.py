@@ -1,6 +1,7 @@
 """``GET /ui``: a page to try the service in a browser (static files shipped with the service, no CDN).
 
-The page calls the public routes (``/classify``, ``/score``, the zero-shot job routes) from the browser; behind
+The page calls the public routes (``/classify``, ``/score``, the zero-shot job routes, and ``/embed`` and
+``/embed/text`` for its search over the photos on the page) from the browser; behind
 ``API_KEY`` it asks for the key once and keeps it in the tab's session storage. The page and its two assets are
 open routes, so the browser can load it before it knows the key.
 """

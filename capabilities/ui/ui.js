@@ -1,6 +1,8 @@
-// vision-serve's try-it page: photos in, species / aesthetic score / zero-shot answers out. No build step.
+// vision-serve's try-it page: photos in, species / aesthetic score / zero-shot answers out, and a search over the
+// photos on the page (CLIP text and image embeddings, ranked by dot product in the browser). No build step.
 "use strict";
 const TASK = "/api/tasks/zero-shot-image-classification";
+const TEXT_TASK = "/api/tasks/text-embedding";
 const KEY = "vision-serve-api-key";
 const PARALLEL_PHOTOS = 3; // photos in flight at once; the rest wait their turn
 const $ = (selector, root = document) => root.querySelector(selector);
@@ -148,8 +150,59 @@ async function zeroShot(section, file) {
   bars($(".bars", section), rows);
 }
 
+// --- search over the photos on the page -------------------------------------------------------------------------
+function imageEmbedding(card, model) {
+  card.embeddings = card.embeddings || {}; // per model, asked once per photo
+  if (!card.embeddings[model]) {
+    card.embeddings[model] = api(`/embed?model=${encodeURIComponent(model)}`, { method: "POST", body: card.file })
+      .then(json).then((body) => body.embedding);
+    card.embeddings[model].catch(() => { delete card.embeddings[model]; });
+  }
+  return card.embeddings[model];
+}
+
+async function search(event) {
+  event.preventDefault();
+  const out = $("#search-state");
+  const query = $("#query").value.trim();
+  const model = $("#search-model").value;
+  const cards = [...document.querySelectorAll("#cards .card")];
+  out.classList.remove("error");
+  if (!cards.length || !query || !model) {
+    out.textContent = !cards.length ? "Add some photos first." : "Type what to look for.";
+    return;
+  }
+  out.textContent = "searching…";
+  try {
+    const text = await json(await api("/embed/text", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ model, texts: [query] }) }));
+    const q = text.embeddings[0];
+    const ranked = await Promise.all(cards.map(async (card) => {
+      const v = await imageEmbedding(card, model);
+      return [card, v.reduce((sum, x, i) => sum + x * q[i], 0)];
+    }));
+    ranked.sort((a, b) => b[1] - a[1]);
+    ranked.forEach(([card, similarity], i) => {
+      card.dataset.rank = String(i + 1);
+      card.dataset.similarity = String(similarity);
+      $(".similarity", card).textContent = `#${i + 1} for “${query}” (similarity ${similarity.toFixed(3)})`;
+    });
+    $("#cards").append(...ranked.map(([card]) => card));
+    const notes = [text.truncated[0] ? "the query was cut to the model's context" : "",
+      text.model.variant === "dev" ? "dev model: the order is meaningless" : ""].filter(Boolean);
+    out.textContent = `${ranked.length} photos ranked by ${model}, best first` + (notes.length ? ` (${notes.join("; ")})` : "");
+    out.dataset.status = "done";
+  } catch (err) {
+    out.textContent = err.message;
+    out.classList.add("error");
+    out.dataset.status = "error";
+  }
+}
+
 async function photo(file) {
   const card = $("#card-template").content.firstElementChild.cloneNode(true);
+  card.file = file;
   const img = $("img", card);
   img.src = URL.createObjectURL(file);
   img.alt = `Photo ${file.name || "pasted"}`;
@@ -175,14 +228,13 @@ async function addFiles(files) {
 }
 
 // --- set-up -----------------------------------------------------------------------------------------------------
-async function loadModels() {
-  const select = $("#model");
+async function loadModels(select, task, what) {
   try {
-    const names = await json(await api(`${TASK}/models`));
+    const names = await json(await api(`${task}/models`));
     select.replaceChildren(...names.map((name) => new Option(name, name)));
   } catch (err) {
     select.replaceChildren(new Option("(no models)", ""));
-    $("#page-error").textContent = `Zero-shot models could not be listed: ${err.message}`;
+    $("#page-error").textContent = `${what} models could not be listed: ${err.message}`;
   }
 }
 
@@ -200,7 +252,9 @@ function setUp() {
     const files = [...e.clipboardData.items].filter((i) => i.kind === "file").map((i) => i.getAsFile());
     if (files.length) addFiles(files);
   });
-  loadModels();
+  $("#search").addEventListener("submit", search);
+  loadModels($("#model"), TASK, "Zero-shot");
+  loadModels($("#search-model"), TEXT_TASK, "Search");
 }
 
 setUp();

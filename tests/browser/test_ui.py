@@ -120,3 +120,29 @@ def test_the_page_and_its_assets_load_without_the_key_and_from_this_server_only(
 
 def test_the_start_up_log_points_to_the_page(ui_server) -> None:
     assert "Try it in a browser: open /ui" in Path(ui_server.log).read_text()
+
+
+def test_searching_the_photos_on_the_page_orders_them_by_similarity_to_the_words(page, ui_server, tmp_path) -> None:
+    """The order the page shows is the dot-product order of the service's own /embed/text and /embed answers."""
+    import numpy as np
+
+    names = ("chelsea", "astronaut", "rocket")
+    _open(page, ui_server)
+    page.fill("#classes", "")
+    page.set_input_files("#files", [_write(tmp_path, f"{n}.jpg", encode(photo(n))) for n in names])
+    _finished_cards(page, 3)
+    page.locator("#search-model option[value='open-clip-vit-b32']").wait_for(state="attached")
+    page.select_option("#search-model", "open-clip-vit-b32")
+    page.fill("#query", "ein Astronaut im Raumanzug")
+    page.click("#search button")
+    page.locator("#search-state[data-status=done]").wait_for(timeout=DONE_MS)
+    assert "3 photos ranked by open-clip-vit-b32" in page.inner_text("#search-state")
+    assert "dev model" in page.inner_text("#search-state")
+    shown = [card.query_selector(".name").inner_text().split(" ")[0] for card in page.query_selector_all(".card")]
+    assert [c.get_attribute("data-rank") for c in page.query_selector_all(".card")] == ["1", "2", "3"]
+    query = httpx.post(f"{ui_server.url}/embed/text", json={"model": "b32", "texts": ["ein Astronaut im Raumanzug"]},
+                       timeout=60).json()["embeddings"][0]
+    images = {f"{n}.jpg": httpx.post(f"{ui_server.url}/embed?model=b32", content=encode(photo(n)), timeout=60).json()
+              ["embedding"] for n in names}
+    assert shown == sorted(images, key=lambda n: -float(np.dot(images[n], query)))
+    assert not [m for m in page.console_messages if m.startswith(("error", "pageerror"))]

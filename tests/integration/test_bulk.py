@@ -70,8 +70,13 @@ def _rows(out: Path) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def scored(collection, tmp_path_factory, species_dev_model, aesthetic_models, zero_shot_models):
-    out = tmp_path_factory.mktemp("bulk") / "out"
+def scored_out(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("bulk") / "out"
+
+
+@pytest.fixture(scope="module")
+def scored(collection, scored_out, species_dev_model, aesthetic_models, zero_shot_models):
+    out = scored_out
     summary = _finish(_bulk(collection, out, "--species", "--aesthetic", "--embedding", ",".join(TOWERS),
                             "--part-rows", "40"))
     return summary, _rows(out)
@@ -129,6 +134,27 @@ def test_embeddings_equal_the_http_embed_route(server, collection, scored, alias
         assert len(row[f"embedding_{alias}"]) == answer["dim"]
         assert np.allclose(row[f"embedding_{alias}"], answer["embedding"], atol=1e-5)
         assert abs(np.linalg.norm(row[f"embedding_{alias}"]) - 1) < 1e-4
+
+
+def test_the_search_example_ranks_the_collection_by_the_services_text_embedding(server, scored, scored_out) -> None:
+    """README's search example, offline on dev models: the order is the dot-product order of the rows' image
+    embeddings with the service's embedding of the query (with dev weights that order is all that is defined)."""
+    _, rows = scored
+    query = "ein Astronaut im Weltraum"
+    proc = subprocess.run([sys.executable, "-m", "bulk.search", str(scored_out), query, "--model", "b32", "--url",
+                           server.url, "--top", "5"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    hits = [json.loads(line) for line in proc.stdout.splitlines()]
+    vector = np.array(httpx.post(f"{server.url}/embed/text", json={"model": "b32", "texts": [query]},
+                                 timeout=60).json()["embeddings"][0])
+    ranked = sorted(((float(np.dot(r["embedding_open_clip_vit_b32"], vector)), p) for p, r in rows.items()
+                     if r["embedding_open_clip_vit_b32"] is not None), reverse=True)
+    assert [h["rank"] for h in hits] == [1, 2, 3, 4, 5]
+    assert [h["similarity"] for h in hits] == pytest.approx([s for s, _ in ranked[:5]], abs=1e-5)
+    assert {h["path"] for h in hits} <= set(rows) and hits[0]["path"] == ranked[0][1]
+    missing = subprocess.run([sys.executable, "-m", "bulk.search", str(scored_out), query, "--model", "b32-laion2b",
+                              "--url", server.url], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "no column embedding_open_clip_vit_b32_laion2b" in missing.stderr
 
 
 def test_a_killed_run_resumes_and_writes_every_image_exactly_once(collection, scored, tmp_path) -> None:
