@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         name = tower_name(args.model)
-        paths, vectors = load_embeddings(args.out, embedding_column(name))
+        paths, vectors = load_embeddings(args.out, embedding_column(catalog.entry(name).alias or name))
         with VisionClient(args.url) as client:
             answer = client.embed_texts([args.query], model=name)
     except (ServiceError, ClientError) as err:

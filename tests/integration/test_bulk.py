@@ -147,14 +147,14 @@ def test_the_search_example_ranks_the_collection_by_the_services_text_embedding(
     hits = [json.loads(line) for line in proc.stdout.splitlines()]
     vector = np.array(httpx.post(f"{server.url}/embed/text", json={"model": "b32", "texts": [query]},
                                  timeout=60).json()["embeddings"][0])
-    ranked = sorted(((float(np.dot(r["embedding_open_clip_vit_b32"], vector)), p) for p, r in rows.items()
-                     if r["embedding_open_clip_vit_b32"] is not None), reverse=True)
+    ranked = sorted(((float(np.dot(r["embedding_b32"], vector)), p) for p, r in rows.items()
+                     if r["embedding_b32"] is not None), reverse=True)
     assert [h["rank"] for h in hits] == [1, 2, 3, 4, 5]
     assert [h["similarity"] for h in hits] == pytest.approx([s for s, _ in ranked[:5]], abs=1e-5)
     assert {h["path"] for h in hits} <= set(rows) and hits[0]["path"] == ranked[0][1]
     missing = subprocess.run([sys.executable, "-m", "bulk.search", str(scored_out), query, "--model", "b32-laion2b",
                               "--url", server.url], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert missing.returncode == 2 and "no column embedding_open_clip_vit_b32_laion2b" in missing.stderr
+    assert missing.returncode == 2 and "no column embedding_b32_laion2b" in missing.stderr
 
 
 def test_a_killed_run_resumes_and_writes_every_image_exactly_once(collection, scored, tmp_path) -> None:
