@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Sequence
 
-import anyio
 import bentoml
 import numpy as np
 from pydantic import BaseModel
@@ -188,8 +187,9 @@ def _apis(entry: catalog.ModelEntry) -> dict[str, Callable[..., Any]]:
 
         async def truncated(self, texts: list[str]) -> list[bool]:
             """Per string: longer than the text tower's context (``info()["context_length"]`` tokens), so
-            ``embed_texts`` embeds it cut to the context. Tokenising only, off the inference thread."""
-            return _checked(await anyio.to_thread.run_sync(self.engine.truncated, list(texts)), texts, "flags")
+            ``embed_texts`` embeds it cut to the context. Tokenising only, but on the inference thread: a Hugging
+            Face tokenizer's truncation setting is shared state, and counting beside an embedding call raced."""
+            return _checked(await self.thread.run(self.engine.truncated, list(texts)), texts, "flags")
 
         async def class_embeddings(self, classes: list[str], templates: list[str]) -> np.ndarray:
             """One L2-normalised embedding per class: the mean of its normalised prompt embeddings, renormalised

@@ -84,6 +84,15 @@ def tower_state(state: dict[str, torch.Tensor], towers: Sequence[str]) -> dict[s
     return {k: v for k, v in state.items() if k.startswith(prefixes)}
 
 
+def stored_towers(path: Path) -> list[str]:
+    """The towers a store folder's weights hold (read from the safetensors index, not the tensors)."""
+    from safetensors import safe_open
+
+    with safe_open(str(Path(path) / WEIGHTS_FILE), framework="pt") as weights:
+        keys = list(weights.keys())
+    return [t for t, prefixes in TOWER_PREFIXES.items() if any(k.startswith(prefixes) for k in keys)]
+
+
 def load_clip(path: Path, device: torch.device, towers: Sequence[str]) -> tuple[torch.nn.Module, PreprocessConfig]:
     """Build the open_clip model from a store folder and load the saved towers strictly."""
     import open_clip

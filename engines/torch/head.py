@@ -67,9 +67,9 @@ def load(stored: "StoredEntry", options: EngineOptions) -> TorchHead:
 
 
 def load_aesthetic(clip_path: Path, head_path: Path, device: torch.device):
-    """(CLIP model with its image tower, head, preprocess config), all on ``device``: the aesthetic model as
+    """(CLIP model with the towers stored, head, preprocess config), all on ``device``: the aesthetic model as
     plain torch modules, for tools that run it outside an engine (the benchmark's peers)."""
-    from engines.torch.clip import load_clip
+    from engines.torch.clip import load_clip, stored_towers
 
-    clip, cfg = load_clip(clip_path, device, towers=["visual"])
+    clip, cfg = load_clip(clip_path, device, towers=stored_towers(clip_path))
     return clip, load_head_entry(head_path, device), cfg

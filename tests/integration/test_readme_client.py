@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import shutil
@@ -96,12 +97,32 @@ def test_readme_zero_shot_client_example(server, photo_dir: Path) -> None:
 
 
 def test_readme_typed_client_example(server, photo_dir: Path) -> None:
-    lines = run_example(readme_python_block("VisionClient("), server, photo_dir).strip().splitlines()
+    lines = run_example(readme_python_block("vc.classify("), server, photo_dir).strip().splitlines()
     species, score = lines[0].rsplit(" ", 1)
     assert species and 0 <= float(score) <= 1
     assert 0 <= float(lines[1]) <= 10
     probs = json.loads(lines[2])
     assert len(probs) == 3 and abs(sum(probs) - 1) < 1e-6
+    assert lines[3] == "2"  # the text-embedding job: one embedding per text
+
+
+def test_readme_search_snippet_ranks_a_bulk_output_by_a_text_query(server, tmp_path: Path) -> None:
+    """The snippet beside python -m bulk.search, on a small Parquet folder laid out as bulk writes it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = ["chelsea", "coffee", "astronaut"]
+    vectors = [httpx.post(f"{server.url}/embed?model=b32", content=encode(photo(n)), timeout=60).json()["embedding"]
+               for n in names]
+    out = tmp_path / "var" / "pictures"
+    out.mkdir(parents=True)
+    column = pa.FixedSizeListArray.from_arrays(pa.array(np.ravel(vectors), pa.float32()), len(vectors[0]))
+    pq.write_table(pa.table({"path": [f"{n}.jpg" for n in names], "embedding_b32": column}), out / "part-0.parquet")
+    shown = ast.literal_eval(run_example(readme_python_block("np.argsort("), server, tmp_path).strip())
+    query = httpx.post(f"{server.url}/embed/text", json={"model": "b32", "texts": ["Sonnenuntergang am Meer"]},
+                       timeout=60).json()["embeddings"][0]
+    assert shown == sorted((f"{n}.jpg" for n in names), key=lambda p: -float(np.dot(vectors[names.index(p[:-4])],
+                                                                                       query)))
 
 
 def test_readme_batch_client_example(server, tmp_path: Path) -> None:
