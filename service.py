@@ -100,17 +100,21 @@ class Gateway:
     @bentoml.api(route="/score/batch")
     async def score_batch(self, images: list[Path], ctx: bentoml.Context = None) -> dict[str, Any]:
         """Aesthetic scores for up to MAX_BATCH_IMAGES images (multipart/form-data, field ``images``), in order:
-        ``{"results": [<the /score answer, or {"error", "detail"}>, ...]}``."""
+        ``{"results": [<the /score answer, or {"error", "detail"}>, ...]}``; ``report=1`` (query) gives each its
+        photo report, as /scores."""
         return await self.aesthetic_api.score_batch(images, ctx)
 
     @bentoml.api(route="/score")
     async def score(self, image: bytes, /, ctx: bentoml.Context) -> ScoreResponse:
-        """LAION aesthetic score (0-10) for a JPEG, PNG or WebP sent as the raw request body."""
+        """LAION aesthetic score (0-10) for a JPEG, PNG or WebP sent as the raw request body. Query: ``report=1``
+        adds the photo report (as ``/scores``)."""
         return await self.aesthetic_api.score(image, ctx)
 
     @bentoml.api(route="/scores")
     async def scores(self, image: bytes, /, ctx: bentoml.Context) -> ScoresResponse:
-        """Compatibility route: the /score answer plus ``aesthetic_score`` (the same 0-10 score)."""
+        """The /score answer plus the photo report: sharpness, exposure, resolution, rule-of-thirds and visual-interest
+        scores (0-10), technical and composition scores, ``overall_score`` (0-100), the original's size and notes;
+        ``aesthetic_score`` is the same 0-10 score (danactive/history reads it)."""
         return await self.aesthetic_api.scores(image, ctx)
 
     @bentoml.api(route="/embed")

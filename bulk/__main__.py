@@ -1,4 +1,4 @@
-"""``python -m bulk SOURCE --out DIR [--species] [--aesthetic] [--embedding l14,b32]``: score a photo collection.
+"""``python -m bulk SOURCE --out DIR [--species] [--aesthetic] [--report] [--embedding l14,b32]``: score photos.
 
 SOURCE is a folder (searched recursively for images), a list file (one path or URI per line) or a .parquet/.csv
 file with a column of paths; local paths or URIs of any filesystem pyarrow or fsspec knows (s3://, gs://, ...).
@@ -27,6 +27,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     tasks = parser.add_argument_group("tasks (at least one)")
     tasks.add_argument("--species", action="store_true", help="top-k iNat21 species (EVA02-L/14@336)")
     tasks.add_argument("--aesthetic", action="store_true", help="LAION aesthetic score, clamped and raw")
+    tasks.add_argument("--report", action="store_true",
+                       help="the photo report of POST /scores: sharpness, exposure, resolution, composition, "
+                            "overall score and notes (brings --aesthetic)")
     tasks.add_argument("--embedding", default="", metavar="MODELS",
                        help="comma-separated CLIP towers: " + ", ".join(f"{m.alias} ({m.name})"
                                                                          for m in catalog.embedding_models()))
@@ -62,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     except ServiceError as err:
         logger.error("--embedding: %s", err.detail.replace("model=", ""))
         return 2
-    if not (args.species or args.aesthetic or embeddings):
-        logger.error("Choose at least one task: --species, --aesthetic, --embedding MODELS.")
+    if not (args.species or args.aesthetic or args.report or embeddings):
+        logger.error("Choose at least one task: --species, --aesthetic, --report, --embedding MODELS.")
         return 2
     if not 1 <= args.top_k <= 10 or args.part_rows < 1 or args.decode_batch < 1:
         logger.error("--top-k must be 1-10, --part-rows and --decode-batch at least 1.")
@@ -72,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         summary = run(args.source, args.out, species=args.species, aesthetic=args.aesthetic, embeddings=embeddings,
-                      top_k=args.top_k, column=args.column, extensions=tuple(args.extensions.split(",")),
+                      top_k=args.top_k, report=args.report, column=args.column,
+                      extensions=tuple(args.extensions.split(",")),
                       resume=args.resume, part_rows=args.part_rows, decode_batch_size=args.decode_batch,
                       ray_address=args.ray_address, num_cpus=args.num_cpus, actors=args.actors,
                       gpus_per_actor=args.gpus_per_actor, cpus_per_actor=args.cpus_per_actor,

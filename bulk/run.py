@@ -21,6 +21,8 @@ from bulk.output import Parts
 from bulk.stages import ClipStage, SpeciesStage, decode_batch, embedding_column
 import catalog
 from capabilities.aesthetic import clamp_score
+from capabilities.report import report as photo_report
+from serving.schemas import Measures, PhotoReport
 from model_store import DEV, open_entry
 from serving.settings import settings
 
@@ -44,12 +46,14 @@ class Stage:
 class Plan:
     stages: list[Stage] = field(default_factory=list)
     description: dict[str, Any] = field(default_factory=dict)
+    report_stage: str | None = None  # the aesthetic stage, whose decode the photo report measures
 
 
-def make_plan(species: bool, aesthetic: bool, embeddings: list[str], top_k: int) -> Plan:
+def make_plan(species: bool, aesthetic: bool, embeddings: list[str], top_k: int, report: bool = False) -> Plan:
     """The stages for the chosen tasks, from the same catalog entries, store entries and settings as the
-    service."""
+    service. The photo report needs the aesthetic score, so it brings the aesthetic task."""
     plan = Plan(description={"tasks": [], "models": {}})
+    aesthetic = aesthetic or report
     tasks, models = plan.description["tasks"], plan.description["models"]
     if species:
         model = catalog.species_model()
@@ -70,6 +74,9 @@ def make_plan(species: bool, aesthetic: bool, embeddings: list[str], top_k: int)
             head = open_entry(model.head)
             models["aesthetic_head"] = head.describe()
             tasks.append("aesthetic")
+            if report:
+                tasks.append("report")
+                plan.report_stage = alias
         if name in embeddings:
             tasks.append(f"embedding({alias})")
         kwargs = {"stage": alias, "model": name, "tag": entry.tag, "head": head.entry.name if head else None,
@@ -78,6 +85,19 @@ def make_plan(species: bool, aesthetic: bool, embeddings: list[str], top_k: int)
                                  settings.batch(model)[0]))
         models[alias] = entry.describe()
     return plan
+
+
+REPORT_TYPES = {int: pa.int32(), float: pa.float64(), list[str]: pa.list_(pa.string())}
+
+
+def report_columns(measures: np.ndarray, raw: np.ndarray, bad: np.ndarray) -> dict[str, pa.Array]:
+    """The photo report's fields as columns (those /scores answers; aesthetic_score is the aesthetic task's), from
+    each row's measures and head output, combined as the service combines them."""
+    reports = [None if b else photo_report(Measures.model_validate_json(m), clamp_score(float(r)))
+               for m, r, b in zip(measures, raw, bad)]
+    fields = {k: f.annotation for k, f in PhotoReport.model_fields.items() if k != "aesthetic_score"}
+    return {k: pa.array([None if r is None else getattr(r, k) for r in reports], REPORT_TYPES[kind])
+            for k, kind in fields.items()}
 
 
 def _text(values: np.ndarray) -> pa.Array:
@@ -100,6 +120,8 @@ def to_table(batch: dict[str, np.ndarray], plan: Plan) -> pa.Table:
             raw = np.asarray(batch["aesthetic_raw"], np.float32)
             columns["aesthetic_score"] = pa.array([clamp_score(float(r)) for r in raw], pa.float32(), mask=bad)
             columns["aesthetic_raw"] = pa.array(raw, pa.float32(), mask=bad)
+            if "report_measures" in batch:
+                columns.update(report_columns(batch["report_measures"], raw, bad))
         if stage.kwargs["embedding"]:
             emb = np.asarray(batch[embedding_column(stage.name)], np.float32)
             columns[embedding_column(stage.name)] = pa.FixedSizeListArray.from_arrays(
@@ -165,6 +187,7 @@ def _batches(ds: Any) -> Iterator[dict[str, np.ndarray]]:
 
 
 def run(source: str, out: str, *, species: bool, aesthetic: bool, embeddings: list[str], top_k: int = 3,
+        report: bool = False,
         column: str = "path", extensions: tuple[str, ...] = ("jpg", "jpeg", "png", "webp"), resume: bool = False,
         part_rows: int = 1000, decode_batch_size: int = 16, ray_address: str | None = None,
         num_cpus: int | None = None, actors: int | None = None, gpus_per_actor: float | None = None,
@@ -174,7 +197,7 @@ def run(source: str, out: str, *, species: bool, aesthetic: bool, embeddings: li
     from tqdm import tqdm
 
     started = time.monotonic()
-    plan = make_plan(species, aesthetic, embeddings, top_k)
+    plan = make_plan(species, aesthetic, embeddings, top_k, report)
     parts = Parts(out, plan.description, resume)
     inputs = list_inputs(source, column, extensions)
     done = parts.done() & set(inputs) if resume else set()
@@ -204,7 +227,8 @@ def run(source: str, out: str, *, species: bool, aesthetic: bool, embeddings: li
                                 num_cpus=res.decode_cpus,
                                 ray_remote_args_fn=functools.partial(_decode_task_args, res.decode_cpus),
                                 fn_kwargs={"cfgs": {s.name: s.preprocess for s in plan.stages},
-                                           "max_pixels": settings.max_image_pixels})
+                                           "max_pixels": settings.max_image_pixels,
+                                           "report_stage": plan.report_stage})
             for stage in plan.stages:
                 ds = ds.map_batches(stage.cls, batch_size=stage.batch_size, batch_format="numpy",
                                     fn_constructor_kwargs={**stage.kwargs, "num_threads": res.threads},

@@ -16,7 +16,8 @@ import numpy as np
 from bulk.inputs import read_bytes
 from engines.thread import InferenceThread
 from serving.errors import ServiceError
-from serving.imaging import PreprocessConfig, decode_image, draft_size, preprocess
+from capabilities.report import measure
+from serving.imaging import PreprocessConfig, decode_image_sized, draft_size, preprocess
 
 logger = logging.getLogger(__name__)
 
@@ -25,9 +26,11 @@ def pixels_column(stage: str) -> str:
     return f"pixels_{stage}"
 
 
-def decode_batch(batch: dict[str, np.ndarray], cfgs: dict[str, dict[str, Any]], max_pixels: int) -> dict[str, Any]:
+def decode_batch(batch: dict[str, np.ndarray], cfgs: dict[str, dict[str, Any]], max_pixels: int,
+                 report_stage: str | None = None) -> dict[str, Any]:
     """Read, decode and preprocess each path once per draft size: ``path``, ``error``/``error_detail`` (empty
-    when fine) and, per stage, ``pixels_<stage>`` uint8 ``(N, H, W, 3)``."""
+    when fine) and, per stage, ``pixels_<stage>`` uint8 ``(N, H, W, 3)``. With ``report_stage``, also the photo
+    report's measures (``report_measures``, JSON) from that stage's decode, as the service takes them."""
     configs = {stage: PreprocessConfig.model_validate(cfg) for stage, cfg in cfgs.items()}
     by_draft: dict[int, list[str]] = {}
     for stage, cfg in configs.items():
@@ -36,6 +39,7 @@ def decode_batch(batch: dict[str, np.ndarray], cfgs: dict[str, dict[str, Any]], 
     n = len(paths)
     errors, details = [""] * n, [""] * n
     pixels = {s: np.zeros((n, c.height, c.width, 3), np.uint8) for s, c in configs.items()}
+    measures = np.array([""] * n, dtype=object)
     for i, location in enumerate(paths):
         try:
             data = read_bytes(location)
@@ -47,13 +51,16 @@ def decode_batch(batch: dict[str, np.ndarray], cfgs: dict[str, dict[str, Any]], 
             continue
         try:
             for side, stages in by_draft.items():
-                img = decode_image(data, max_pixels, side)
+                img, size = decode_image_sized(data, max_pixels, side)
                 for stage in stages:
                     pixels[stage][i] = preprocess(img, configs[stage])
+                if report_stage in stages:
+                    measures[i] = measure(img, size).model_dump_json()
         except ServiceError as err:  # the service's codes; its details speak of request bodies
             errors[i], details[i] = err.error, err.detail.replace("The body is", "The file is")
     return {"path": np.array(paths, dtype=object), "error": np.array(errors, dtype=object),
-            "error_detail": np.array(details, dtype=object), **{pixels_column(s): p for s, p in pixels.items()}}
+            "error_detail": np.array(details, dtype=object), **{pixels_column(s): p for s, p in pixels.items()},
+            **({"report_measures": measures} if report_stage else {})}
 
 
 def _engines(name: str, paths: dict[str, str], num_threads: int) -> tuple[InferenceThread, dict[str, Any]]:

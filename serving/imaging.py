@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from serving.errors import ServiceError
 
+ORIENTATION = 0x0112  # the EXIF tag
 SUPPORTED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 
 _RESAMPLE = {
@@ -54,7 +55,14 @@ def draft_size(cfg: PreprocessConfig) -> int:
 
 
 def decode_image(data: bytes, max_pixels: int, min_side: int | None = None) -> Image.Image:
-    """Decode bytes into an RGB image with EXIF orientation applied.
+    """Decode bytes into an RGB image with EXIF orientation applied (see :func:`decode_image_sized`)."""
+    return decode_image_sized(data, max_pixels, min_side)[0]
+
+
+def decode_image_sized(data: bytes, max_pixels: int,
+                       min_side: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
+    """Decode bytes into an RGB image with EXIF orientation applied, and the original's (width, height) as shown
+    (orientation applied; a JPEG decoded at reduced scale keeps its full size here).
 
     The bytes decide the format, not any declared content type. With ``min_side``, a JPEG at least four times as
     large is decoded by libjpeg at 1/2, 1/4 or 1/8 scale (DCT scaling) keeping at least twice ``min_side``, so the
@@ -91,10 +99,12 @@ def decode_image(data: bytes, max_pixels: int, min_side: int | None = None) -> I
         if min_side and img.format == "JPEG" and min(width, height) >= 4 * min_side:
             img.draft("RGB", (2 * min_side, 2 * min_side))
         img.load()
+        if img.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8):  # turned a quarter: shown with the sides swapped
+            width, height = height, width
         img = ImageOps.exif_transpose(img)
         if img.mode in ("I;16", "I;16L", "I;16B", "I"):  # 16-bit grey: scale to 8 bits; PIL's convert would clip
             img = Image.fromarray((np.asarray(img, dtype=np.uint32) // 257).clip(0, 255).astype(np.uint8))
-        return img.convert("RGB")
+        return img.convert("RGB"), (width, height)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ServiceError(413, "image_too_large", f"The image has more than {max_pixels} pixels.") from None
     except Exception as exc:  # any decoder failure is the image's fault, never a 500

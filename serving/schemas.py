@@ -54,14 +54,40 @@ class ClassifyBatchResponse(BaseModel):
     results: list[ClassifyResponse | ErrorBody] = Field(description="One per image, in the order sent")
 
 
+class Measures(BaseModel):
+    """What the pixels say, each 0-10 (higher is better), with the original's size and the figures behind them."""
+
+    sharpness_score: float = Field(ge=0, le=10, description="Detail: variance of the Laplacian, log-scaled")
+    exposure_score: float = Field(ge=0, le=10, description="Clipped shadows and highlights, and mean brightness")
+    resolution_score: float = Field(ge=0, le=10, description="Short side in pixels, log-scaled from 64 to 2048")
+    rule_of_thirds_score: float = Field(ge=0, le=10, description="Edge energy on the thirds lines vs elsewhere")
+    visual_interest_score: float = Field(ge=0, le=10, description="Edge density and tonal variety")
+    image_width: int = Field(description="Width of the original, EXIF orientation applied")
+    image_height: int = Field(description="Height of the original, EXIF orientation applied")
+    clipped_shadows: float = Field(ge=0, le=1, description="Share of pixels at grey 0-5")
+    clipped_highlights: float = Field(ge=0, le=1, description="Share of pixels at grey 250-255")
+    brightness: float = Field(ge=0, le=1, description="Mean grey level, 0 (black) to 1 (white)")
+
+
+class PhotoReport(Measures):
+    """The measures with the combined scores and plain notes."""
+
+    technical_score: float = Field(ge=0, le=10, description="0.4 sharpness + 0.4 exposure + 0.2 resolution")
+    composition_score: float = Field(ge=0, le=10, description="The mean of rule of thirds and visual interest")
+    aesthetic_score: float = Field(ge=0, le=10, description="The LAION aesthetic score (the same as score)")
+    overall_score: float = Field(ge=0, le=100, description="10 x (0.4 aesthetic + 0.45 technical + "
+                                                           "0.15 composition)")
+    notes: list[str] = Field(description="A few plain sentences naming what limits the photo")
+
+
+class ScoresResponse(ScoreResponse, PhotoReport):
+    """``POST /scores`` (and ``/score?report=1``): the ``/score`` answer plus the photo report
+    (:mod:`capabilities.report`); ``aesthetic_score`` is the same as ``score`` (danactive/history reads it)."""
+
+
 class ScoreBatchResponse(BaseModel):
-    results: list[ScoreResponse | ErrorBody] = Field(description="One per image, in the order sent")
-
-
-class ScoresResponse(ScoreResponse):
-    """``POST /scores`` (compatibility route): the ``/score`` answer plus ``aesthetic_score``."""
-
-    aesthetic_score: float = Field(ge=0, le=10, description="The same as score (danactive/history reads this)")
+    results: list[ScoresResponse | ScoreResponse | ErrorBody] = Field(
+        description="One per image, in the order sent (with the photo report when asked for: report=1)")
 
 
 class JobAccepted(BaseModel):

@@ -62,23 +62,25 @@ function tag(section, model) {
   }
 }
 
-function bars(list, rows) {
+const percent = (p) => `${(100 * p).toFixed(1)}%`;
+
+function bars(list, rows, label = percent) {
   list.replaceChildren(...rows.map(([name, p]) => {
     const li = document.createElement("li");
     li.dataset.name = name;
     li.dataset.p = String(p);
-    const label = document.createElement("span");
-    label.textContent = name;
+    const text = document.createElement("span");
+    text.textContent = name;
     const bar = document.createElement("span");
     bar.className = "bar";
     bar.setAttribute("role", "img");
-    bar.setAttribute("aria-label", `${(100 * p).toFixed(1)} percent`);
+    bar.setAttribute("aria-label", label(p));
     const fill = document.createElement("span");
     fill.style.width = `${(100 * p).toFixed(1)}%`;
     bar.append(fill);
     const value = document.createElement("span");
-    value.textContent = `${(100 * p).toFixed(1)}%`;
-    li.append(label, bar, value);
+    value.textContent = label(p);
+    li.append(text, bar, value);
     return li;
   }));
 }
@@ -99,8 +101,11 @@ async function species(section, file) {
   state(section, `top ${k}`, "done");
 }
 
+const MEASURES = [["sharpness_score", "sharpness"], ["exposure_score", "exposure"], ["resolution_score", "resolution"],
+  ["rule_of_thirds_score", "rule of thirds"], ["visual_interest_score", "visual interest"]];
+
 async function aesthetic(section, file) {
-  const body = await json(await api("/score", { method: "POST", body: file }));
+  const body = await json(await api("/score?report=1", { method: "POST", body: file }));
   tag(section, body.model);
   const scale = $(".scale", section);
   scale.hidden = false;
@@ -110,6 +115,17 @@ async function aesthetic(section, file) {
   value.title = `raw ${body.raw}`;
   scale.title = value.title;
   state(section, "0 (worst) to 10 (best)", "done");
+  const report = $(".report", section);
+  report.hidden = false;
+  const overall = $(".overall", report);
+  overall.textContent = `Overall ${body.overall_score.toFixed(0)} / 100 (technical ${body.technical_score.toFixed(1)}, composition ${body.composition_score.toFixed(1)}; ${body.image_width}×${body.image_height} px)`;
+  overall.dataset.overall = String(body.overall_score);
+  bars($(".bars", report), MEASURES.map(([field, name]) => [name, body[field] / 10]), (p) => `${(10 * p).toFixed(1)} / 10`);
+  $(".notes", report).replaceChildren(...body.notes.map((text) => {
+    const li = document.createElement("li");
+    li.textContent = text;
+    return li;
+  }));
 }
 
 function dataUri(file) {

@@ -45,6 +45,13 @@ def test_a_photo_gets_species_a_score_and_the_dev_badge(page, ui_server, species
     score = float(card.query_selector(".aesthetic .value").inner_text().split("/")[0])
     assert 0 <= score <= 10
     assert card.query_selector(".aesthetic .value").get_attribute("title").startswith("raw ")
+    overall = card.query_selector(".aesthetic .overall")  # the photo report: overall, five measures, notes
+    assert 0 <= float(overall.get_attribute("data-overall")) <= 100 and "451×300 px" in overall.inner_text()
+    measures = card.query_selector_all(".aesthetic .bars li")
+    assert [li.get_attribute("data-name") for li in measures] == [
+        "sharpness", "exposure", "resolution", "rule of thirds", "visual interest"]
+    assert all(0 <= float(li.get_attribute("data-p")) <= 1 and li.inner_text().endswith("/ 10") for li in measures)
+    assert card.query_selector_all(".aesthetic .notes li")
     assert card.query_selector(".zero-shot .state").get_attribute("data-status") == "skipped"
     img = card.query_selector("img")  # the photo is shown
     assert img.get_attribute("src").startswith("blob:") and img.bounding_box()["height"] > 50

@@ -77,7 +77,7 @@ def scored_out(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def scored(collection, scored_out, species_dev_model, aesthetic_models, zero_shot_models):
     out = scored_out
-    summary = _finish(_bulk(collection, out, "--species", "--aesthetic", "--embedding", ",".join(TOWERS),
+    summary = _finish(_bulk(collection, out, "--species", "--report", "--embedding", ",".join(TOWERS),
                             "--part-rows", "40"))
     return summary, _rows(out)
 
@@ -120,6 +120,28 @@ def test_species_and_aesthetic_equal_the_http_batch_routes(server, collection, s
             assert row["species"] == [p["species"] for p in top["predictions"]]
             assert np.allclose(row["species_scores"], [p["score"] for p in top["predictions"]], atol=1e-5)
             assert abs(row["aesthetic_raw"] - score["raw"]) < 1e-5 and abs(row["aesthetic_score"] - score["score"]) < 1e-5
+
+
+MEASURES = ("sharpness_score", "exposure_score", "resolution_score", "rule_of_thirds_score", "visual_interest_score",
+            "technical_score", "composition_score", "clipped_shadows", "clipped_highlights", "brightness",
+            "image_width", "image_height")
+
+
+def test_the_report_equals_the_scores_route(server, collection, scored) -> None:
+    """--report writes what POST /scores answers: the measures exactly (within 1e-6: the same decode and numpy),
+    the overall score as far as the aesthetic score agrees (float32 in Parquet, within 1e-5 of the route's)."""
+    summary, rows = scored
+    assert "report" in summary["tasks"] and "aesthetic" in summary["tasks"]
+    for path in _images(collection)[:12]:
+        answer = httpx.post(f"{server.url}/scores", content=path.read_bytes(), timeout=60).json()
+        row = rows[str(path)]
+        if "error" in answer:
+            assert row["error"] and row["overall_score"] is None and row["notes"] is None
+            continue
+        for field in MEASURES:
+            assert row[field] == pytest.approx(answer[field], abs=1e-6), field
+        assert row["notes"] == answer["notes"]
+        assert row["overall_score"] == pytest.approx(answer["overall_score"], abs=1e-3)
 
 
 @pytest.mark.parametrize("alias", list(TOWERS))

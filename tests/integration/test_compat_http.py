@@ -67,13 +67,38 @@ def test_admin_classify_reads_label_and_score(client, species_dev_model, headers
 
 
 @pytest.mark.parametrize("headers", [{"Content-Type": "image/jpeg"}, {}], ids=["image/jpeg", "no-content-type"])
-def test_admin_scores_is_the_score_answer_plus_aesthetic_score(client, headers) -> None:
+def test_admin_scores_is_the_score_answer_plus_the_report(client, headers) -> None:
     body = encode(photo("coffee"))
     scores = client.post("/scores", content=body, headers=headers)
     score = client.post("/score", content=body, headers=headers)
-    assert scores.status_code == score.status_code == 200
-    assert scores.json() == {**score.json(), "aesthetic_score": score.json()["score"]}
-    assert 0 <= scores.json()["aesthetic_score"] <= 10
+    reported = client.post("/score?report=1", content=body, headers=headers)
+    assert scores.status_code == score.status_code == reported.status_code == 200
+    assert {k: scores.json()[k] for k in score.json()} == score.json()
+    assert scores.json()["aesthetic_score"] == score.json()["score"] and 0 <= score.json()["score"] <= 10
+    assert reported.json() == scores.json() and reported.headers["X-Model-Tag"] == score.headers["X-Model-Tag"]
+
+
+# What danactive/history's admin page reads from POST /scores: PreviewImage.tsx (July 2026) shows these four, with
+# "N/A" for a missing one; its later backend adds the rest.
+PREVIEW_FIELDS = ("overall_score", "visual_interest_score", "rule_of_thirds_score", "sharpness_score")
+BACKEND_FIELDS = ("technical_score", "exposure_score", "resolution_score", "composition_score", "aesthetic_score",
+                  "image_width", "image_height")
+
+
+@pytest.mark.parametrize("name", ["chelsea", "coffee", "astronaut", "rocket"])
+def test_the_admin_preview_gets_a_number_for_every_field_it_shows(client, name: str) -> None:
+    """PreviewImage.tsx's fetch: the raw JPEG, Content-Type image/jpeg; every field it reads is a number (no "N/A"),
+    the breakdown on hover too; notes are sentences."""
+    img = photo(name)
+    response = client.post("/scores", content=encode(img), headers={"Content-Type": "image/jpeg"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    for field in PREVIEW_FIELDS + BACKEND_FIELDS:
+        assert isinstance(body[field], (int, float)) and not isinstance(body[field], bool), field
+    assert 0 <= body["overall_score"] <= 100
+    assert all(0 <= body[f] <= 10 for f in PREVIEW_FIELDS[1:] + BACKEND_FIELDS[:5])
+    assert (body["image_width"], body["image_height"]) == (img.shape[1], img.shape[0])
+    assert body["notes"] and all(isinstance(n, str) and n.endswith(".") for n in body["notes"])
 
 
 def test_scores_errors_have_the_service_shape(client) -> None:
