@@ -5,6 +5,8 @@ PORT ?= 3000
 SHARED ?= ../shared/data
 LABELS ?= $(wildcard $(SHARED)/inat21/inat21_class_index.json)
 HEAD ?= $(wildcard $(SHARED)/aesthetic/sa_0_4_vit_b_16_linear.pth)
+TAXONOMY ?= $(wildcard $(SHARED)/inat21/inat21_taxonomy.json)
+COMMON_NAMES ?= $(wildcard $(SHARED)/inat21/inat21_common_names_birder.json)
 # DEV=1 registers tiny random-initialised models instead of downloading the real weights: offline, with the
 # real class names and LAION head where they are found, else numbered dev classes and a dev head.
 ifeq ($(DEV),1)
@@ -13,6 +15,7 @@ else
 SAVE_HINT := 'make serve DEV=1' serves tiny dev models, offline.
 endif
 SAVE_ARGS += $(if $(HEAD),--head $(HEAD))
+SAVE_ARGS += $(if $(TAXONOMY),--taxonomy $(TAXONOMY)) $(if $(COMMON_NAMES),--common-names $(COMMON_NAMES))
 
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 BUILD_ID ?= $(shell git describe --always --dirty --abbrev=8 2>/dev/null || date -u +%Y%m%d%H%M%S)

@@ -30,6 +30,7 @@ class EntryMetadata(BaseModel):
     preprocess: PreprocessConfig | None = None  # the eval transform, from timm's / open_clip's saved config
     logit_scale: float | None = None  # exp(learned logit scale) of a CLIP with a text tower
     tokenizer: dict[str, Any] | None = None
+    taxonomy: dict[str, Any] | None = None  # classifiers: the stored taxonomy.json (model_store/taxonomy.py)
     weights: str | None = None  # file name in the entry's folder
     input: str | None = None  # heads: what they take
     output: str | None = None  # heads: what they give

@@ -25,6 +25,8 @@ class SaveOptions:
     labels: Path | None = None  # classifiers: class names
     arch: str | None = None  # classifiers: timm config for a --from-dir folder without config.json
     head: Path | None = None  # heads: a local file
+    taxonomy: Path | None = None  # classifiers: kingdom..genus per class (inat21_taxonomy.json)
+    common_names: Path | None = None  # classifiers: a common name per class
 
 
 def save_entry(entry: catalog.ModelEntry, options: SaveOptions) -> bentoml.Model:
@@ -36,7 +38,8 @@ def save_entry(entry: catalog.ModelEntry, options: SaveOptions) -> bentoml.Model
 
         return save_species(dev=options.dev, from_dir=options.from_dir, labels=options.labels,
                             revision=options.revision, arch=options.arch or entry.save.arch, force=options.force,
-                            full_size=options.full_size)
+                            full_size=options.full_size, taxonomy=options.taxonomy,
+                            common_names=options.common_names)
     if entry.kind == "clip":
         from model_store.clip import ClipSpec, save_clip
 

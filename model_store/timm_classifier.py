@@ -90,8 +90,13 @@ def register_timm_folder(
     revision: str,
     licence: str,
     labels_file: Path | None,
+    taxonomy: Path | None = None,
+    common_names: Path | None = None,
 ) -> bentoml.Model:
-    """Load a timm hub-format folder strictly and write it into the store."""
+    """Load a timm hub-format folder strictly and write it into the store, with its taxonomy
+    (:mod:`model_store.taxonomy`: from ``taxonomy`` and ``common_names``, or a dev one for a dev model)."""
+    from model_store import taxonomy as taxa
+
     import timm
 
     try:
@@ -108,6 +113,10 @@ def register_timm_folder(
                 f"{source} carries no class names for its {num_classes} classes; pass --labels PATH "
                 '(JSON object, keys "0".."N-1" in model index order, e.g. inat21_class_index.json).'
             )
+    taxon = taxa.build(names, taxonomy, common_names, dev=variant == DEV)
+    if taxon is None:
+        logger.warning("%s is saved without a taxonomy: answers carry no lineage, roll-up or common names. Pass "
+                       "--taxonomy inat21_taxonomy.json (and --common-names) to add them.", name)
     preprocess = PreprocessConfig.model_validate(timm.data.resolve_model_data_config(model))
     arch = model.pretrained_cfg["architecture"]
     labels = {"variant": variant, "task": "species-classification", "framework": "timm"}
@@ -116,7 +125,8 @@ def register_timm_folder(
         timm.models.save_for_hf(model, out, model_config={"label_names": names}, safe_serialization=True)
         EntryMetadata(kind="timm-classifier", architecture=arch, num_classes=num_classes, preprocess=preprocess,
                       source=source, revision=revision, licence=licence,
-                      sha256=store.sha256_file(out / "model.safetensors"), weights="model.safetensors").write(entry)
+                      sha256=store.sha256_file(out / "model.safetensors"), weights="model.safetensors",
+                      taxonomy=taxa.write(out, taxon) if taxon else None).write(entry)
     logger.info("Registered %s (%s, %s, %d classes)", entry.tag, variant, arch, num_classes)
     return bentoml.models.get(entry.tag)
 
@@ -130,8 +140,10 @@ def save_species(
     arch: str = SPECIES_ARCH,
     force: bool = False,
     full_size: bool = False,
+    taxonomy: Path | None = None,
+    common_names: Path | None = None,
 ) -> bentoml.Model:
-    """Register the species classifier from the hub, a local folder, or as a dev model.
+    """Register the species classifier from the hub, a local folder, or as a dev model, with its taxonomy.
 
     ``full_size`` with ``dev``: random weights in the real EVA02-L/14 @ 336 architecture (version ``bench``), for
     speed measurements; still labelled dev.
@@ -143,7 +155,8 @@ def save_species(
         if dev:
             dev_arch = SPECIES_ARCH if full_size else SPECIES_DEV_ARCH
             version, variant, source, rev = "bench" if full_size else DEV, DEV, f"timm:{dev_arch} (random init)", "none"
-            if (kept := hub.existing(f"{SPECIES_MODEL_NAME}:{version}", force)) is not None:
+            tag = f"{SPECIES_MODEL_NAME}:{version}"
+            if (kept := hub.existing(tag, force or stale_taxonomy(tag, taxonomy))) is not None:
                 return kept
             import timm
 
@@ -178,4 +191,19 @@ def save_species(
             revision=rev,
             licence=licence,
             labels_file=labels,
+            taxonomy=taxonomy,
+            common_names=common_names,
         )
+
+
+def stale_taxonomy(tag: str, taxonomy: Path | None) -> bool:
+    """A stored dev model to save again: saved before taxonomies were stored, or with a dev taxonomy when a real
+    one is given now."""
+    model = store.stored(tag)
+    if model is None:
+        return False
+    kept = model.info.metadata.get("taxonomy")
+    if kept is None or (taxonomy is not None and kept.get("dev")):
+        logger.info("%s has %s; saving it again with its taxonomy", tag, "a dev taxonomy" if kept else "no taxonomy")
+        return True
+    return False

@@ -2,6 +2,7 @@
 
     python scripts/save_models.py species                    # EVA02-L iNat21 from the Hugging Face Hub
     python scripts/save_models.py species --from-dir ./eva02 # offline import of a local checkpoint
+    python scripts/save_models.py species --taxonomy inat21_taxonomy.json --common-names names.json  # with lineage
     python scripts/save_models.py aesthetic --head sa_0_4_vit_b_16_linear.pth
     python scripts/save_models.py zero-shot                  # CLIP ViT-L/14 and OpenCLIP ViT-B/32
     python scripts/save_models.py all --dev --labels inat21_class_index.json   # every model, tiny dev versions
@@ -40,6 +41,13 @@ def _source_args(parser: argparse.ArgumentParser, what: str) -> None:
                         help="with --dev: random weights in the real architecture (version 'bench', for benchmarks)")
 
 
+def _taxonomy_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--taxonomy", type=Path, help="kingdom..genus per class, a JSON list in class order "
+                                                      "(inat21_taxonomy.json); dev models without it get a dev one")
+    parser.add_argument("--common-names", type=Path, help="a common name per class, a JSON list in class order "
+                                                          "(inat21_common_names_birder.json)")
+
+
 def _models(group: str) -> list[catalog.ModelEntry]:
     return [m for m in catalog.MODELS if m.group == group]
 
@@ -60,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         _source_args(sp, " or ".join(m.name for m in weights))
         if "timm-classifier" in kinds:
             sp.add_argument("--labels", type=Path, help='JSON of class names, keys "0".."N-1" in model index order')
+            _taxonomy_args(sp)
             sp.add_argument("--arch", help="timm config used when --from-dir has no config.json (default: the "
                                            "catalog's)")
         if "linear-head" in kinds:
@@ -71,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     al = sub.add_parser("all", help="every model the service uses, from the hub or as dev models")
     al.add_argument("--dev", action="store_true", help="tiny random-initialised models, labelled dev")
     al.add_argument("--labels", type=Path, help="class names for the species classifier")
+    _taxonomy_args(al)
     al.add_argument("--head", type=Path, help="local LAION head file")
     al.add_argument("--force", action="store_true", help="replace existing store entries")
     al.add_argument("--full-size", action="store_true",
@@ -83,7 +93,8 @@ def save(args: argparse.Namespace) -> dict[str, str]:
     options = SaveOptions(dev=args.dev, from_dir=getattr(args, "from_dir", None),
                           revision=getattr(args, "revision", None), force=args.force, full_size=args.full_size,
                           labels=getattr(args, "labels", None), arch=getattr(args, "arch", None),
-                          head=getattr(args, "head", None))
+                          head=getattr(args, "head", None), taxonomy=getattr(args, "taxonomy", None),
+                          common_names=getattr(args, "common_names", None))
     return save_group(args.model, options, only=getattr(args, "model_name", None))
 
 

@@ -11,6 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SHARED_DATA_DIR", ROOT.parent / "shared" / "data"))
 REAL_HEAD = SHARED_DATA / "aesthetic" / "sa_0_4_vit_b_16_linear.pth"
 REAL_LABELS = SHARED_DATA / "inat21" / "inat21_class_index.json"
+REAL_TAXONOMY = SHARED_DATA / "inat21" / "inat21_taxonomy.json"
+REAL_COMMON_NAMES = SHARED_DATA / "inat21" / "inat21_common_names_birder.json"
 # The real LAION head where ../shared has it (tag: the published head's sha256[:12]), else the dev head.
 HEAD_TAG = "laion-aesthetic-vit-b16:8ad3923d7ecf" if REAL_HEAD.is_file() else "laion-aesthetic-vit-b16:dev"
 
@@ -111,10 +113,14 @@ def zero_shot_models() -> dict:
 
 @pytest.fixture(scope="session")
 def species_dev_model():
-    """The dev species model in the test store, with real iNat21 names when ../shared is present."""
+    """The dev species model in the test store, with real iNat21 names, taxonomy and common names when ../shared is
+    present (else dev names and a dev taxonomy)."""
     from model_store.timm_classifier import save_species
 
-    return save_species(dev=True, labels=REAL_LABELS if REAL_LABELS.is_file() else None)
+    real = REAL_LABELS.is_file()
+    return save_species(dev=True, labels=REAL_LABELS if real else None,
+                        taxonomy=REAL_TAXONOMY if real and REAL_TAXONOMY.is_file() else None,
+                        common_names=REAL_COMMON_NAMES if real and REAL_COMMON_NAMES.is_file() else None)
 
 
 def pytest_addoption(parser) -> None:

@@ -206,3 +206,22 @@ def test_multilingual_entry_holds_its_tokenizer_and_loads_with_the_hub_off(zero_
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().endswith("torch.Size([3, 512])")
+
+
+def test_the_dev_model_stores_its_taxonomy_and_a_misordered_file_is_refused(tmp_path: Path) -> None:
+    """In a store of its own: a dev model saves a dev taxonomy (labelled dev) without a file, and the save step
+    refuses a taxonomy file whose classes are not the model's, naming the first mismatch."""
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "home")}
+    code = ("import json; from model_store.timm_classifier import save_species; from model_store import taxonomy;"
+            "m = save_species(dev=True); t = taxonomy.read_stored(m.path);"
+            "print(json.dumps([m.info.metadata['taxonomy'], list(t.lineages[21])]))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    meta, lineage = json.loads(proc.stdout.splitlines()[-1])
+    assert meta["dev"] is True and meta["file"] == "taxonomy.json" and meta["ranks"][-1] == "genus"
+    assert lineage == ["Devkingdom", "Devphylum0", "Devclass0", "Devorder0", "Devfamily1", "dev"]
+    wrong = tmp_path / "taxonomy.json"
+    wrong.write_text(json.dumps([{"id": 0, "name": "Lumbricus terrestris", "kingdom": "Animalia"}]))
+    bad = subprocess.run([sys.executable, "scripts/save_models.py", "species", "--dev", "--force", "--taxonomy",
+                          str(wrong)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "has 1 classes; the model has 10000" in bad.stderr
