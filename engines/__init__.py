@@ -60,6 +60,20 @@ class Classifier(Protocol):
     def classify(self, images: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """uint8 ``(N, H, W, 3)`` -> (probabilities ``(N, k)`` float32, best first; class indices ``(N, k)``)."""
 
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """uint8 ``(N, H, W, 3)`` -> the full softmax ``(N, C)`` float32 (for sums over groups of classes)."""
+
+
+def top_k(probabilities: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(N, C)`` probabilities -> (the k largest, their class indices), each ``(N, k)``, best first (ties: lower
+    index first)."""
+    probs = np.asarray(probabilities, np.float32)
+    k = min(k, probs.shape[-1])
+    part = np.argpartition(-probs, k - 1, axis=-1)[:, :k]
+    order = np.lexsort((part, np.take_along_axis(-probs, part, axis=-1)), axis=-1)
+    indices = np.take_along_axis(part, order, axis=-1)
+    return np.take_along_axis(probs, indices, axis=-1), indices
+
 
 @runtime_checkable
 class ImageEmbedder(Protocol):

@@ -10,9 +10,9 @@ import functools
 from typing import Any
 
 import catalog
-from runners.factory import BATCHERS, TOP_K, TopK, make_runner
+from runners.factory import BATCHERS, TOP_K, RankScore, TopK, make_runner
 
-__all__ = ["TOP_K", "TopK", "make_runner", "services"]
+__all__ = ["TOP_K", "RankScore", "TopK", "make_runner", "services"]
 
 
 @functools.cache

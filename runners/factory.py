@@ -19,7 +19,7 @@ from pydantic import BaseModel
 import catalog
 import engines
 from engines.thread import InferenceThread
-from model_store import open_entry
+from model_store import open_entry, taxonomy
 from serving.cache import LRU
 from serving.settings import settings
 
@@ -29,11 +29,22 @@ TOP_K = 10  # a classifier runner always returns 10; the gateway trims to the ca
 BATCHERS = ("idle-aware", "bentoml")
 
 
+class RankScore(BaseModel):
+    """The group of one rank (genus, family, ...) holding the most probability, summed over all its classes."""
+
+    rank: str
+    name: str
+    score: float
+
+
 class TopK(BaseModel):
-    """The best classes for one image, best first."""
+    """The best classes for one image, best first; with a stored taxonomy also the best group of each rank above
+    the species, deepest first, from the full softmax (whatever top_k the caller asked for)."""
 
     labels: list[str]
     scores: list[float]
+    indices: list[int] = []
+    ranks: list[RankScore] = []
 
 
 def service_resources() -> dict[str, Any]:
@@ -107,6 +118,9 @@ class RunnerBase:
             self.thread.call(self.head.warm_up)
         text = "text" in self.entry.towers and "text" in (self.stored.meta.towers or self.entry.towers)
         self.cache = LRU(settings.zero_shot_text_cache) if text else None
+        self.groups = None
+        if self.entry.kind == "timm-classifier" and (taxa := taxonomy.read_stored(self.stored.path)) is not None:
+            self.groups = taxonomy.Groups(taxa)
         self.described = {**self.stored.describe(), "engine": self.engine.backend, "device": self.engine.device,
                           "precision": self.engine.precision,
                           "preprocess": self.cfg.model_dump(mode="json"),
@@ -122,9 +136,17 @@ class RunnerBase:
 
     # the work each API hands to the inference thread
     def _top_k(self, images: np.ndarray) -> list[TopK]:
-        scores, indices = self.engine.classify(images, TOP_K)
+        if self.groups is None:
+            scores, indices = self.engine.classify(images, TOP_K)
+            ranks: list[list[tuple[str, str, float]]] = [[] for _ in range(len(images))]
+        else:  # the full softmax, summed by genus, family, ... for the roll-up
+            probs = self.engine.probabilities(images)
+            scores, indices = engines.top_k(probs, TOP_K)
+            ranks = self.groups.best(probs)
         labels = self.engine.labels
-        return [TopK(labels=[labels[i] for i in idx], scores=s) for idx, s in zip(indices.tolist(), scores.tolist())]
+        return [TopK(labels=[labels[i] for i in idx], scores=s, indices=idx,
+                     ranks=[RankScore(rank=r, name=n, score=p) for r, n, p in best])
+                for idx, s, best in zip(indices.tolist(), scores.tolist(), ranks)]
 
     def _encode_images(self, images: np.ndarray) -> np.ndarray:
         return self.engine.embed_images(images)

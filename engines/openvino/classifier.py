@@ -15,16 +15,18 @@ if TYPE_CHECKING:
     from model_store import StoredEntry
 
 
-def softmax_top_k(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """fp32 softmax of ``(N, C)`` logits -> (probabilities, class indices), each ``(N, k)``, best first."""
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """fp32 softmax of ``(N, C)`` logits."""
     logits = np.asarray(logits, np.float32)
     exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    probs = exp / exp.sum(axis=-1, keepdims=True)
-    k = min(k, probs.shape[-1])
-    part = np.argpartition(-probs, k - 1, axis=-1)[:, :k]
-    order = np.take_along_axis(-probs, part, axis=-1).argsort(axis=-1, kind="stable")
-    indices = np.take_along_axis(part, order, axis=-1)
-    return np.take_along_axis(probs, indices, axis=-1), indices
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def softmax_top_k(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """fp32 softmax of ``(N, C)`` logits -> (probabilities, class indices), each ``(N, k)``, best first."""
+    from engines import top_k
+
+    return top_k(softmax(logits), k)
 
 
 class OpenVinoClassifier(OpenVinoEngine):
@@ -49,6 +51,9 @@ class OpenVinoClassifier(OpenVinoEngine):
 
     def classify(self, images: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return softmax_top_k(self.model(self.normalised(images))[0], k)
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        return softmax(self.model(self.normalised(images))[0])
 
     def warm_up(self) -> None:
         self.classify(np.zeros((1, self.cfg.height, self.cfg.width, 3), np.uint8), 1)

@@ -41,14 +41,21 @@ def preprocess_batch(images: np.ndarray, cfg: PreprocessConfig, device: torch.de
     return to_normalised(images, cfg.mean, cfg.std, device, dtype)
 
 
-def top_k(model: torch.nn.Module, cfg: PreprocessConfig, images: np.ndarray, k: int, device: torch.device,
-          precision: Precision | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 ``(N, H, W, 3)`` -> (softmax probabilities, class indices), each ``(N, k)``, best first; the softmax
-    is taken in fp32 whatever the model's precision."""
+def softmax(model: torch.nn.Module, cfg: PreprocessConfig, images: np.ndarray, device: torch.device,
+            precision: Precision | None = None) -> torch.Tensor:
+    """uint8 ``(N, H, W, 3)`` -> softmax probabilities ``(N, C)`` on ``device``, taken in fp32 whatever the
+    model's precision."""
     precision = precision or default_precision(device)
     with torch.inference_mode(), precision.context():
         logits = model(preprocess_batch(images, cfg, device, precision.dtype))
-    scores, indices = logits.float().softmax(dim=-1).topk(min(k, logits.shape[-1]), dim=-1)
+    return logits.float().softmax(dim=-1)
+
+
+def top_k(model: torch.nn.Module, cfg: PreprocessConfig, images: np.ndarray, k: int, device: torch.device,
+          precision: Precision | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 ``(N, H, W, 3)`` -> (softmax probabilities, class indices), each ``(N, k)``, best first."""
+    probs = softmax(model, cfg, images, device, precision)
+    scores, indices = probs.topk(min(k, probs.shape[-1]), dim=-1)
     return scores.cpu().numpy(), indices.cpu().numpy()
 
 
@@ -62,6 +69,9 @@ class TorchClassifier(TorchEngine):
 
     def classify(self, images: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return top_k(self.model, self.cfg, images, k, self.torch_device, self._precision)
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        return softmax(self.model, self.cfg, images, self.torch_device, self._precision).cpu().numpy()
 
     def warm_up(self) -> None:
         for n in warm_up_sizes(self.compile_mode):

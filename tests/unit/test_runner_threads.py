@@ -18,7 +18,7 @@ from engines.thread import InferenceThread
 
 def record_engine_threads(engine, seen: set[int]) -> None:
     """Record the thread of every call into ``engine``'s task methods."""
-    for name in ("classify", "embed_images", "embed_texts", "apply"):
+    for name in ("classify", "probabilities", "embed_images", "embed_texts", "truncated", "apply"):
         if hasattr(engine, name):
             method = getattr(engine, name)
             setattr(engine, name, lambda *a, _m=method, **k: (seen.add(threading.get_ident()), _m(*a, **k))[1])
