@@ -26,8 +26,8 @@ from capabilities.zero_shot import ZeroShot, ZeroShotConfig
 from capabilities.zero_shot.requests import BatchedZeroShotJobRequest, ZeroShotJobRequest
 from serving.admission import RunnerGate
 from serving.middleware import GuardMiddleware, RawImageBodyMiddleware
-from serving.schemas import (ClassifyResponse, EmbedResponse, JobAccepted, ScoreResponse, ScoresResponse,
-                             TextEmbedResponse, ZeroShotResult)
+from serving.schemas import (ClassifyResponse, EmbedResponse, JobAccepted, OrganismResponse, ScoreResponse,
+                             ScoresResponse, TextEmbedResponse, ZeroShotResult)
 from serving.settings import settings
 
 for _package in ("capabilities", "runners", "engines", "jobs", "serving"):  # INFO lines (ready, /ui, job recovery)
@@ -83,11 +83,20 @@ class Gateway:
 
     @bentoml.api(route="/classify")
     async def classify(self, image: bytes, /, ctx: bentoml.Context) -> ClassifyResponse:
-        """Top-k iNaturalist 2021 species for a JPEG, PNG or WebP sent as the raw request body.
+        """Top-k iNaturalist 2021 species for a JPEG, PNG or WebP sent as the raw request body, each with its
+        common name and lineage, and the answer's ``status`` (identified, uncertain, not_organism) and ``rollup``
+        (the deepest rank sure enough, over all classes).
 
         Query: ``top_k`` (1..10, default 3). The bytes decide the format; the Content-Type may be absent.
         """
         return await self.species_api.classify(image, ctx)
+
+    @bentoml.api(route="/classify/organism")
+    async def classify_organism(self, image: bytes, /, ctx: bentoml.Context) -> OrganismResponse:
+        """danactive/history's organism classifier answer for a raw image body: ``status``, five candidates with
+        ``scientificName``, ``commonName``, ``family``, ``genus``, ``lineage``, ``score`` and ``matchStrength``,
+        and ``diagnostics``."""
+        return await self.species_api.organism(image, ctx)
 
     @bentoml.api(route="/classify/batch")
     async def classify_batch(self, images: list[Path], top_k: int | None = None,

@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Iterator
 
 import numpy as np
@@ -20,10 +21,11 @@ from bulk.inputs import list_inputs
 from bulk.output import Parts
 from bulk.stages import ClipStage, SpeciesStage, decode_batch, embedding_column
 import catalog
+from capabilities import taxa
 from capabilities.aesthetic import clamp_score
 from capabilities.report import report as photo_report
+from model_store import DEV, open_entry, taxonomy
 from serving.schemas import Measures, PhotoReport
-from model_store import DEV, open_entry
 from serving.settings import settings
 
 logger = logging.getLogger(__name__)
@@ -47,6 +49,8 @@ class Plan:
     stages: list[Stage] = field(default_factory=list)
     description: dict[str, Any] = field(default_factory=dict)
     report_stage: str | None = None  # the aesthetic stage, whose decode the photo report measures
+    taxonomy: Any = None  # the species model's stored taxonomy (model_store.taxonomy.Taxonomy), when it has one
+    drafts: dict[str, int] = field(default_factory=dict)  # stages decoded at another scale than their own
 
 
 def make_plan(species: bool, aesthetic: bool, embeddings: list[str], top_k: int, report: bool = False) -> Plan:
@@ -62,8 +66,10 @@ def make_plan(species: bool, aesthetic: bool, embeddings: list[str], top_k: int,
                                  entry.meta.require_preprocess().model_dump(mode="json"), settings.batch(model)[0]))
         tasks.append(f"species(top_k={top_k})")
         models["species"] = entry.describe()
+        plan.taxonomy = taxonomy.read_stored(entry.path)
     scored = catalog.aesthetic_tower()
-    towers = [scored.name] if aesthetic else []
+    gate = species and settings.species_gate == "on" and "text" in (open_entry(scored.name).meta.towers or ())
+    towers = [scored.name] if aesthetic or gate else []
     towers += [n for n in embeddings if n not in towers]
     for name in towers:
         model = catalog.entry(name)
@@ -80,7 +86,14 @@ def make_plan(species: bool, aesthetic: bool, embeddings: list[str], top_k: int,
         if name in embeddings:
             tasks.append(f"embedding({alias})")
         kwargs = {"stage": alias, "model": name, "tag": entry.tag, "head": head.entry.name if head else None,
-                  "head_tag": head.tag if head else None, "embedding": name in embeddings}
+                  "head_tag": head.tag if head else None, "embedding": name in embeddings,
+                  "gate": gate and name == scored.name}
+        if kwargs["gate"]:
+            tasks.append("organism-gate")
+            from capabilities.species import species_draft
+
+            species_cfg = open_entry(catalog.species_model().name).meta.require_preprocess()
+            plan.drafts["species"] = species_draft(species_cfg, entry.meta.require_preprocess())
         plan.stages.append(Stage(alias, ClipStage, kwargs, entry.meta.require_preprocess().model_dump(mode="json"),
                                  settings.batch(model)[0]))
         models[alias] = entry.describe()
@@ -100,6 +113,38 @@ def report_columns(measures: np.ndarray, raw: np.ndarray, bad: np.ndarray) -> di
             for k, kind in fields.items()}
 
 
+def species_columns(batch: dict[str, np.ndarray], bad: np.ndarray, taxa_: Any,
+                    gate_organism: np.ndarray | None) -> dict[str, pa.Array]:
+    """The species answer's trust fields, as /classify gives them: ``species_common_names``, ``species_lineage``
+    (of the first species), ``species_status`` (with the organism gate's answer when it ran), ``rollup_rank``,
+    ``rollup_name``, ``rollup_score``."""
+    limits = taxa.Thresholds.from_settings(settings)
+    rows = []
+    for i, b in enumerate(bad):
+        if b:
+            rows.append(None)
+            continue
+        ranks = [SimpleNamespace(rank=r, name=str(n), score=float(p)) for r, n, p in zip(
+            reversed(taxa_.ranks), batch["species_rank_names"][i], batch["species_rank_scores"][i])] if taxa_ else []
+        top = SimpleNamespace(labels=[str(x) for x in batch["species"][i]], ranks=ranks,
+                              scores=[float(x) for x in batch["species_scores"][i]],
+                              indices=[int(x) for x in batch["species_indices"][i] if x >= 0] if taxa_ else [])
+        found = taxa.predictions(top, len(top.labels), taxa_)
+        rolled = taxa.rollup(top, taxa_, limits.rollup_min)
+        gate = None if gate_organism is None else taxa.Gate(organism=float(gate_organism[i]),
+                                                             not_organism=1.0 - float(gate_organism[i]))
+        rows.append((found, taxa.status(top.scores, gate, limits), rolled))
+    return {
+        "species_common_names": pa.array([None if r is None else [p.common_name for p in r[0]] for r in rows],
+                                         pa.list_(pa.string())),
+        "species_lineage": pa.array([None if r is None else r[0][0].lineage for r in rows], pa.list_(pa.string())),
+        "species_status": pa.array([None if r is None else r[1] for r in rows], pa.string()),
+        "rollup_rank": pa.array([None if r is None or r[2] is None else r[2].rank for r in rows], pa.string()),
+        "rollup_name": pa.array([None if r is None or r[2] is None else r[2].name for r in rows], pa.string()),
+        "rollup_score": pa.array([None if r is None or r[2] is None else r[2].score for r in rows], pa.float64()),
+    }
+
+
 def _text(values: np.ndarray) -> pa.Array:
     return pa.array([str(v) if v else None for v in values], pa.string())
 
@@ -115,7 +160,11 @@ def to_table(batch: dict[str, np.ndarray], plan: Plan) -> pa.Table:
                                           pa.list_(pa.string()))
             columns["species_scores"] = pa.array([None if b else v.tolist() for v, b in
                                                   zip(batch["species_scores"], bad)], pa.list_(pa.float32()))
+            columns.update(species_columns(batch, bad, plan.taxonomy, batch.get("gate_organism")))
             continue
+        if stage.kwargs.get("gate") and "species_rank_names" in batch:
+            gate = np.asarray(batch["gate_organism"], np.float64)
+            columns["gate_organism"] = pa.array(gate, pa.float64(), mask=bad)
         if "aesthetic_raw" in batch and stage.kwargs["head"]:
             raw = np.asarray(batch["aesthetic_raw"], np.float32)
             columns["aesthetic_score"] = pa.array([clamp_score(float(r)) for r in raw], pa.float32(), mask=bad)
@@ -228,7 +277,7 @@ def run(source: str, out: str, *, species: bool, aesthetic: bool, embeddings: li
                                 ray_remote_args_fn=functools.partial(_decode_task_args, res.decode_cpus),
                                 fn_kwargs={"cfgs": {s.name: s.preprocess for s in plan.stages},
                                            "max_pixels": settings.max_image_pixels,
-                                           "report_stage": plan.report_stage})
+                                           "report_stage": plan.report_stage, "drafts": plan.drafts})
             for stage in plan.stages:
                 ds = ds.map_batches(stage.cls, batch_size=stage.batch_size, batch_format="numpy",
                                     fn_constructor_kwargs={**stage.kwargs, "num_threads": res.threads},

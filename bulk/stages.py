@@ -27,14 +27,14 @@ def pixels_column(stage: str) -> str:
 
 
 def decode_batch(batch: dict[str, np.ndarray], cfgs: dict[str, dict[str, Any]], max_pixels: int,
-                 report_stage: str | None = None) -> dict[str, Any]:
+                 report_stage: str | None = None, drafts: dict[str, int] | None = None) -> dict[str, Any]:
     """Read, decode and preprocess each path once per draft size: ``path``, ``error``/``error_detail`` (empty
     when fine) and, per stage, ``pixels_<stage>`` uint8 ``(N, H, W, 3)``. With ``report_stage``, also the photo
     report's measures (``report_measures``, JSON) from that stage's decode, as the service takes them."""
     configs = {stage: PreprocessConfig.model_validate(cfg) for stage, cfg in cfgs.items()}
     by_draft: dict[int, list[str]] = {}
-    for stage, cfg in configs.items():
-        by_draft.setdefault(draft_size(cfg), []).append(stage)
+    for stage, cfg in configs.items():  # ``drafts``: a stage decoded at another scale, as the service decodes it
+        by_draft.setdefault((drafts or {}).get(stage, draft_size(cfg)), []).append(stage)
     paths = [str(p) for p in batch["path"]]
     n = len(paths)
     errors, details = [""] * n, [""] * n
@@ -89,40 +89,71 @@ def _set_threads(n: int) -> None:
 
 
 class SpeciesStage:
-    """Actor: top-k species of the decoded rows, as ``species`` (labels) and ``species_scores``."""
+    """Actor: top-k species of the decoded rows, as ``species`` (labels) and ``species_scores``; with a stored
+    taxonomy also ``species_indices`` and the best group of each rank over the full softmax (``species_rank_names``,
+    ``species_rank_scores``, genus first), as the service's runner computes them."""
 
     def __init__(self, model: str, tag: str, top_k: int, num_threads: int) -> None:
+        from model_store import open_entry, taxonomy
+
         self.thread, found = _engines("species", {model: tag}, num_threads)
         self.engine = found[model]
         self.top_k = top_k
+        taxa = taxonomy.read_stored(open_entry(model, tag).path)
+        self.groups = taxonomy.Groups(taxa) if taxa is not None else None
         # one string width for every block: Ray Data turns the (N, k) array into a tensor column of that width,
         # and blocks of different widths cannot be combined into the next stage's batches
         self.label_dtype = f"<U{max(len(label) for label in self.engine.labels)}"
+        self.group_dtype = f"<U{max((len(n) for names in self.groups.names for n in names), default=1)}" \
+            if self.groups else "<U1"
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        import engines
+
         pixels = batch.pop(pixels_column("species"))
         ok = np.flatnonzero(batch["error"] == "")
-        labels = [[""] * self.top_k for _ in range(len(pixels))]
-        scores = np.full((len(pixels), self.top_k), np.nan, np.float32)
+        n, ranks = len(pixels), len(self.groups.ranks) if self.groups else 0
+        labels = [[""] * self.top_k for _ in range(n)]
+        scores = np.full((n, self.top_k), np.nan, np.float32)
+        indices = np.full((n, self.top_k), -1, np.int64)
+        rank_names = np.full((n, ranks), "", self.group_dtype)
+        rank_scores = np.full((n, ranks), np.nan, np.float64)
         if len(ok):
-            top, indices = self.thread.call(self.engine.classify, pixels[ok], self.top_k)
+            if self.groups is None:
+                top, idx = self.thread.call(self.engine.classify, pixels[ok], self.top_k)
+                best = [[] for _ in ok]
+            else:
+                probs = self.thread.call(self.engine.probabilities, pixels[ok])
+                top, idx = engines.top_k(probs, self.top_k)
+                best = self.groups.best(probs)
             if len(top) != len(ok):
                 raise RuntimeError(f"species model returned {len(top)} results for {len(ok)} images")
-            for i, s, idx in zip(ok, top, indices):
-                labels[i], scores[i] = [self.engine.labels[j] for j in idx], s
-        return {**batch, "species": np.array(labels, dtype=self.label_dtype), "species_scores": scores}
+            for i, s, row, groups in zip(ok, top, idx, best):
+                labels[i], scores[i], indices[i] = [self.engine.labels[j] for j in row], s, row
+                rank_names[i] = [name for _, name, _ in groups]
+                rank_scores[i] = [score for _, _, score in groups]
+        return {**batch, "species": np.array(labels, dtype=self.label_dtype), "species_scores": scores,
+                "species_indices": indices, "species_rank_names": rank_names, "species_rank_scores": rank_scores}
 
 
 class ClipStage:
-    """Actor: one CLIP image tower for the decoded rows: its embedding as ``embedding_<alias>`` and, for a tower
-    with a head (the ViT-B/16 with the LAION head), ``aesthetic_raw``."""
+    """Actor: one CLIP image tower for the decoded rows: its embedding as ``embedding_<alias>``, for a tower with a
+    head (the ViT-B/16 with the LAION head) ``aesthetic_raw``, and with ``gate`` the organism gate's organism
+    probability (``gate_organism``), as the service's species answers compute it."""
 
     def __init__(self, stage: str, model: str, tag: str, head: str | None, head_tag: str | None, embedding: bool,
-                 num_threads: int) -> None:
+                 num_threads: int, gate: bool = False) -> None:
         paths = {model: tag, **({head: head_tag} if head else {})}
         self.thread, found = _engines(stage, paths, num_threads)
         self.tower, self.head = found[model], found.get(head)
         self.stage, self.embedding = stage, embedding
+        self.gate = None
+        if gate:
+            from capabilities import taxa
+            from model_store import open_entry
+
+            prompts = self.thread.call(self.tower.embed_texts, list(taxa.GATE_PROMPTS))
+            self.gate = (prompts, open_entry(model, tag).meta.logit_scale or 100.0)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         pixels = batch.pop(pixels_column(self.stage))
@@ -137,6 +168,11 @@ class ClipStage:
         if self.embedding:
             out[embedding_column(self.stage)] = np.zeros((len(pixels), vectors.shape[1]), np.float32)
             out[embedding_column(self.stage)][ok] = vectors[:len(ok)]
+        if self.gate is not None:
+            from capabilities import taxa
+
+            out["gate_organism"] = np.full(len(pixels), np.nan, np.float64)
+            out["gate_organism"][ok] = [taxa.gate(v, *self.gate).organism for v in vectors[:len(ok)]]
         return out
 
     def _infer(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

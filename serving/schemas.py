@@ -11,6 +11,34 @@ class Prediction(BaseModel):
     species: str = Field(description="Scientific name, e.g. 'Cardinalis cardinalis'")
     label: str = Field(description="The same name as species (compatibility: danactive/history reads label)")
     score: float = Field(ge=0, le=1, description="Softmax probability")
+    common_name: str | None = Field(None, description="An English name where the stored names have one, else null")
+    lineage: list[str] | None = Field(None, description="kingdom, phylum, class, order, family, genus, species; "
+                                                         "null when the model was stored without a taxonomy")
+    rank: str = Field("species", description="The rank of the prediction: always species")
+
+
+class Rollup(BaseModel):
+    """The deepest rank whose best group's summed probability reaches SPECIES_ROLLUP_MIN."""
+
+    rank: str = Field(description="species, genus, family, order, class, phylum or kingdom")
+    name: str = Field(description="The taxon at that rank, e.g. the genus 'Cardinalis'")
+    score: float = Field(ge=0, le=1, description="Its probability: the softmax summed over all its species")
+    lineage: list[str] = Field(description="From the kingdom down to this taxon")
+
+
+class RankBest(BaseModel):
+    """The taxon of one rank holding the most probability, summed over all its species (of all classes)."""
+
+    rank: str
+    name: str
+    score: float = Field(ge=0, le=1)
+
+
+class Gate(BaseModel):
+    """The organism gate: zero-shot prompts on the aesthetic CLIP tower."""
+
+    organism: float = Field(ge=0, le=1, description="Probability of the organism prompts (animal, plant, ...)")
+    not_organism: float = Field(ge=0, le=1, description="Probability of the others (person, building, vehicle, ...)")
 
 
 class ModelInfo(BaseModel):
@@ -25,6 +53,39 @@ class ModelInfo(BaseModel):
 class ClassifyResponse(BaseModel):
     predictions: list[Prediction]
     model: ModelInfo
+    status: str = Field("uncertain", description="identified (top species sure and clear of the second), uncertain, "
+                                                 "or not_organism (the organism gate says so)")
+    rollup: Rollup | None = Field(None, description="The deepest rank sure enough, over all classes whatever top_k; "
+                                                    "null without a taxonomy or when no rank reaches the threshold")
+    gate: Gate | None = Field(None, description="The organism gate's answer; null when SPECIES_GATE=off or its "
+                                                "tower has no text tower")
+    ranks: list[RankBest] | None = Field(None, description="The best taxon of each rank above the species, genus "
+                                                           "first, with its summed probability (what the roll-up "
+                                                           "reads); null without a taxonomy")
+
+
+class OrganismPrediction(BaseModel):
+    """One candidate in danactive/history's organism shape."""
+
+    taxonId: str = Field(description="inat21-<class index>")
+    scientificName: str
+    commonName: str | None
+    kingdom: str | None
+    family: str | None
+    genus: str | None
+    lineage: list[str] = Field(description="kingdom ... genus, scientific name")
+    score: float = Field(ge=0, le=1, description="Softmax probability")
+    matchStrength: str = Field(description="strong (the first, when identified), possible (score >= "
+                                           "SPECIES_POSSIBLE_MIN) or weak")
+
+
+class OrganismResponse(BaseModel):
+    """``POST /classify/organism``: danactive/history's organism classifier answer."""
+
+    status: str = Field(description="identified, uncertain or not_organism")
+    model: dict[str, str | None] = Field(description="id (store tag), revision, taxonomy (its source)")
+    predictions: list[OrganismPrediction]
+    diagnostics: dict[str, float | int | bool | str | None]
 
 
 class ScoreModelInfo(ModelInfo):

@@ -19,6 +19,20 @@ def _int(name: str, default: int) -> int:
         raise ValueError(f"{name}={raw!r} is not an integer; unset it or give a whole number") from exc
 
 
+def _share(name: str, default: float) -> float:
+    """A probability threshold from 0 to 1."""
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise ValueError(f"{name}={raw!r} must be a number from 0 to 1; unset it for {default}")
+    return value
+
+
 def _str(name: str, default: str) -> str:
     """An environment variable; unset or empty means the default."""
     return os.environ.get(name) or default
@@ -38,6 +52,12 @@ class Settings:
     zero_shot_max_class_chars: int  # ZERO_SHOT_MAX_CLASS_CHARS: characters per class name
     zero_shot_max_templates: int  # ZERO_SHOT_MAX_TEMPLATES: prompt templates per request
     zero_shot_max_batch_images: int  # ZERO_SHOT_MAX_BATCH_IMAGES: images per batched job
+    species_rollup_min: float  # SPECIES_ROLLUP_MIN: summed probability a rank needs to be the roll-up
+    species_identified_min: float  # SPECIES_IDENTIFIED_MIN: top species probability for "identified"
+    species_identified_margin: float  # SPECIES_IDENTIFIED_MARGIN: ... and its lead over the second
+    species_possible_min: float  # SPECIES_POSSIBLE_MIN: probability for matchStrength "possible" (else "weak")
+    species_gate: str  # SPECIES_GATE: on (the organism gate runs on the aesthetic tower) or off
+    species_gate_min: float  # SPECIES_GATE_MIN: non-organism probability that makes the answer "not_organism"
     embed_max_texts: int  # EMBED_MAX_TEXTS: texts per /embed/text request or batched text-embedding job
     embed_max_text_chars: int  # EMBED_MAX_TEXT_CHARS: characters per text (tokens past the context are cut)
     max_batch_images: int  # MAX_BATCH_IMAGES: images per /classify/batch or /score/batch request
@@ -82,6 +102,12 @@ class Settings:
             zero_shot_max_class_chars=_int("ZERO_SHOT_MAX_CLASS_CHARS", 200),
             zero_shot_max_templates=_int("ZERO_SHOT_MAX_TEMPLATES", 32),
             zero_shot_max_batch_images=_int("ZERO_SHOT_MAX_BATCH_IMAGES", 32),
+            species_rollup_min=_share("SPECIES_ROLLUP_MIN", 0.8),
+            species_identified_min=_share("SPECIES_IDENTIFIED_MIN", 0.5),
+            species_identified_margin=_share("SPECIES_IDENTIFIED_MARGIN", 0.2),
+            species_possible_min=_share("SPECIES_POSSIBLE_MIN", 0.1),
+            species_gate=_str("SPECIES_GATE", "on"),
+            species_gate_min=_share("SPECIES_GATE_MIN", 0.6),
             embed_max_texts=_int("EMBED_MAX_TEXTS", 64),
             embed_max_text_chars=_int("EMBED_MAX_TEXT_CHARS", 2000),
             max_batch_images=_int("MAX_BATCH_IMAGES", 32),

@@ -93,11 +93,21 @@ function state(section, text, status) {
 }
 
 // --- the three answers for one photo ----------------------------------------------------------------------------
+const STATUS_TEXT = { identified: "identified", uncertain: "uncertain", not_organism: "not an organism" };
+
 async function species(section, file) {
   const k = $("#top-k").value;
   const body = await json(await api(`/classify?top_k=${k}`, { method: "POST", body: file }));
   tag(section, body.model);
-  bars($(".bars", section), body.predictions.map((p) => [p.species, p.score]));
+  bars($(".bars", section), body.predictions.map((p) => [p.common_name ? `${p.species} (${p.common_name})` : p.species, p.score]));
+  $(".bars", section).querySelectorAll("li").forEach((li, i) => {
+    const lineage = body.predictions[i].lineage;
+    if (lineage) li.title = lineage.join(" › ");
+  });
+  const verdict = $(".verdict", section);
+  verdict.dataset.status = body.status;
+  const rolled = body.rollup ? ` · most likely the ${body.rollup.rank} ${body.rollup.name} (${(100 * body.rollup.score).toFixed(0)}%)` : "";
+  verdict.textContent = `${STATUS_TEXT[body.status] || body.status}${rolled}`;
   state(section, `top ${k}`, "done");
 }
 

@@ -40,7 +40,11 @@ def test_a_photo_gets_species_a_score_and_the_dev_badge(page, ui_server, species
     page.set_input_files("#files", _write(tmp_path, "chelsea.jpg", encode(photo("chelsea"))))
     (card,) = _finished_cards(page, 1)
     rows = card.query_selector_all(".species .bars li")
-    assert len(rows) == 7 and all(r.get_attribute("data-name") in names for r in rows)
+    assert len(rows) == 7 and all(r.get_attribute("data-name").split(" (")[0] in names for r in rows)
+    answer = httpx.post(f"{ui_server.url}/classify?top_k=7", content=encode(photo("chelsea")), timeout=60).json()
+    verdict = card.query_selector(".species .verdict")
+    assert verdict.get_attribute("data-status") == answer["status"]
+    assert rows[0].get_attribute("title") == " › ".join(answer["predictions"][0]["lineage"])
     assert "dev model: answers are meaningless" in card.inner_text()
     score = float(card.query_selector(".aesthetic .value").inner_text().split("/")[0])
     assert 0 <= score <= 10

@@ -118,6 +118,12 @@ def test_species_and_aesthetic_equal_the_http_batch_routes(server, collection, s
                 continue
             assert row["error"] is None
             assert row["species"] == [p["species"] for p in top["predictions"]]
+            assert row["species_lineage"] == top["predictions"][0]["lineage"]
+            assert row["species_common_names"] == [p["common_name"] for p in top["predictions"]]
+            assert row["species_status"] == top["status"]
+            assert row["gate_organism"] == pytest.approx(top["gate"]["organism"], abs=1e-4)
+            rolled = top["rollup"] or {}
+            assert (row["rollup_rank"], row["rollup_name"]) == (rolled.get("rank"), rolled.get("name"))
             assert np.allclose(row["species_scores"], [p["score"] for p in top["predictions"]], atol=1e-5)
             assert abs(row["aesthetic_raw"] - score["raw"]) < 1e-5 and abs(row["aesthetic_score"] - score["score"]) < 1e-5
 

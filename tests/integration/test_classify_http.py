@@ -29,10 +29,12 @@ def classify(server, body: bytes, headers: dict | None = None, params: dict | No
 
 
 def assert_valid_predictions(payload: dict, names: set[str], k: int = 3) -> None:
-    assert set(payload) == {"predictions", "model"}
+    assert set(payload) == {"predictions", "model", "status", "rollup", "ranks", "gate"}
+    assert payload["status"] in {"identified", "uncertain", "not_organism"}
     preds = payload["predictions"]
     assert len(preds) == k
-    assert all(set(p) == {"species", "label", "score"} and p["label"] == p["species"] for p in preds)
+    assert all(set(p) == {"species", "label", "score", "common_name", "lineage", "rank"} and p["label"] == p["species"]
+               and p["lineage"][-1] == p["species"] and p["rank"] == "species" for p in preds)
     assert all(p["species"] in names for p in preds)
     scores = [p["score"] for p in preds]
     assert all(0.0 <= s <= 1.0 for s in scores)
