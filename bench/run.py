@@ -200,6 +200,8 @@ def main(argv: list[str] | None = None, command: tuple[str, ...] = COMMAND) -> i
                         help="measure bulk scoring instead: python -m bulk vs the HTTP routes (bench/bulk.py)")
     target.add_argument("--history", action="store_true",
                         help="latency drift: fresh vs after a burst and idle, per batcher (bench/history.py)")
+    target.add_argument("--gate-only", action="store_true",
+                        help="what the organism gate costs: /classify with SPECIES_GATE off vs on (bench/gate.py)")
     target.add_argument("--report-only", action="store_true",
                         help="what the photo report costs: /scores vs /score side by side (bench/report.py)")
     target.add_argument("--engines", "--precision", dest="engines", action="store_true",
@@ -242,6 +244,8 @@ def main(argv: list[str] | None = None, command: tuple[str, ...] = COMMAND) -> i
         return engines_side_by_side(args, argv, logs, command)
     if args.report_only:
         return report_cost(args, argv, logs, command)
+    if args.gate_only:
+        return gate_cost(args, argv, logs, command)
     images = make_images(_ints(args.sizes))
     servers: dict[str, Server] = {}
     try:  # every system is up for the whole run; the ones not being measured are paused
@@ -324,6 +328,16 @@ def report_cost(args: argparse.Namespace, argv: list[str] | None, logs: Path,
     results = bench_report.run(dict(zip(sizes, make_images(sizes))), args.requests, logs)
     results["images"] = f"{PHOTOS[0]} as JPEG at long sides {args.sizes} px"
     return _write_side_report(args, argv, results, bench_report.markdown, command)
+
+
+def gate_cost(args: argparse.Namespace, argv: list[str] | None, logs: Path,
+              command: tuple[str, ...] = COMMAND) -> int:
+    from bench import gate as bench_gate
+
+    sizes = _ints(args.sizes)
+    results = bench_gate.run(dict(zip(sizes, make_images(sizes))), args.requests, logs)
+    results["images"] = f"{PHOTOS[0]} as JPEG at long sides {args.sizes} px"
+    return _write_side_report(args, argv, results, bench_gate.markdown, command)
 
 
 def history(args: argparse.Namespace, argv: list[str] | None, logs: Path, command: tuple[str, ...] = COMMAND) -> int:
