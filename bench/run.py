@@ -242,10 +242,8 @@ def main(argv: list[str] | None = None, command: tuple[str, ...] = COMMAND) -> i
         return history(args, argv, logs, command)
     if args.engines:
         return engines_side_by_side(args, argv, logs, command)
-    if args.report_only:
-        return report_cost(args, argv, logs, command)
-    if args.gate_only:
-        return gate_cost(args, argv, logs, command)
+    if args.report_only or args.gate_only:
+        return side_cost("report" if args.report_only else "gate", args, argv, logs, command)
     images = make_images(_ints(args.sizes))
     servers: dict[str, Server] = {}
     try:  # every system is up for the whole run; the ones not being measured are paused
@@ -320,24 +318,16 @@ def jobs_only(args: argparse.Namespace, argv: list[str] | None, logs: Path, comm
                               bench_jobs.markdown, command)
 
 
-def report_cost(args: argparse.Namespace, argv: list[str] | None, logs: Path,
-                command: tuple[str, ...] = COMMAND) -> int:
-    from bench import report as bench_report
-
-    sizes = _ints(args.sizes)
-    results = bench_report.run(dict(zip(sizes, make_images(sizes))), args.requests, logs)
-    results["images"] = f"{PHOTOS[0]} as JPEG at long sides {args.sizes} px"
-    return _write_side_report(args, argv, results, bench_report.markdown, command)
-
-
-def gate_cost(args: argparse.Namespace, argv: list[str] | None, logs: Path,
+def side_cost(module: str, args: argparse.Namespace, argv: list[str] | None, logs: Path,
               command: tuple[str, ...] = COMMAND) -> int:
-    from bench import gate as bench_gate
+    """--report-only (bench/report.py) or --gate-only (bench/gate.py): one photo at each size, side by side."""
+    import importlib
 
+    bench_module = importlib.import_module(f"bench.{module}")
     sizes = _ints(args.sizes)
-    results = bench_gate.run(dict(zip(sizes, make_images(sizes))), args.requests, logs)
+    results = bench_module.run(dict(zip(sizes, make_images(sizes))), args.requests, logs)
     results["images"] = f"{PHOTOS[0]} as JPEG at long sides {args.sizes} px"
-    return _write_side_report(args, argv, results, bench_gate.markdown, command)
+    return _write_side_report(args, argv, results, bench_module.markdown, command)
 
 
 def history(args: argparse.Namespace, argv: list[str] | None, logs: Path, command: tuple[str, ...] = COMMAND) -> int:

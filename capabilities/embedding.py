@@ -50,9 +50,9 @@ class Embedding:
         return list(TOWERS.values())
 
     def __init__(self, runners: Runners, gates: Mapping[str, RunnerGate]) -> None:
-        entries = {name: open_entry(name) for name in TOWERS}
-        self.cfgs = {name: e.meta.require_preprocess() for name, e in entries.items()}
-        self.infos = {name: ModelInfo(**e.describe()) for name, e in entries.items()}
+        self.entries = {name: open_entry(name) for name in TOWERS}
+        self.cfgs = {name: e.meta.require_preprocess() for name, e in self.entries.items()}
+        self.infos = {name: ModelInfo(**e.describe()) for name, e in self.entries.items()}
         self._runners, self._gates, self.facts = runners, gates, RunnerFacts(runners)
 
     async def embeddings(self, name: str, pixels: np.ndarray) -> np.ndarray:

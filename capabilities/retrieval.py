@@ -17,17 +17,14 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-import catalog
-from capabilities.common import (RunnerFacts, Runners, answers, fail, gather_or_cancel, model_headers, run_model,
-                                 until_answering)
-from capabilities.embedding import TOWERS, tower_name
+from capabilities.common import Runners, answers, fail, gather_or_cancel, model_headers, run_model, until_answering
+from capabilities.embedding import TOWERS, Embedding, tower_name
 from capabilities.zero_shot.requests import decode_data_uri
 from jobs import Job
-from model_store import open_entry
 from serving.admission import RunnerGate
 from serving.errors import ServiceError
 from serving.imaging import prepare
-from serving.schemas import EmbeddingResult, ModelInfo, TextEmbedResponse
+from serving.schemas import EmbeddingResult, TextEmbedResponse
 from serving.settings import settings
 
 IMAGE_TASK, TEXT_TASK = "image-embedding", "text-embedding"
@@ -79,23 +76,19 @@ def check_texts(texts: list[str]) -> list[str]:
     return list(texts)
 
 
-class Retrieval:
-    """Embeds images and texts with any catalog CLIP model, through its runner (adaptively batched there).
+class Retrieval(Embedding):
+    """Embeds images and texts with any catalog CLIP model, through its runner (adaptively batched there): the
+    towers of :class:`capabilities.embedding.Embedding`, with their text towers.
 
     ``runners(key)`` returns a model's runner client and ``gates[key]`` admits calls to it (``key`` being the
     catalog entry's); both are read at call time. A model stored without its text tower embeds images only.
     """
 
-    @staticmethod
-    def needs() -> list[catalog.ModelEntry]:
-        return list(TOWERS.values())
+    RAW_ROUTES = ()
 
     def __init__(self, runners: Runners, gates: Mapping[str, RunnerGate]) -> None:
-        entries = {name: open_entry(name) for name in TOWERS}
-        self.cfgs = {name: e.meta.require_preprocess() for name, e in entries.items()}
-        self.infos = {name: ModelInfo(**e.describe()) for name, e in entries.items()}
-        self.texts = [n for n, e in entries.items() if "text" in (e.meta.towers or e.entry.towers)]
-        self._runners, self._gates, self.facts = runners, gates, RunnerFacts(runners)
+        super().__init__(runners, gates)
+        self.texts = [n for n, e in self.entries.items() if "text" in (e.meta.towers or e.entry.towers)]
         self.image_task, self.text_task = EmbeddingTask(self, IMAGE_TASK), EmbeddingTask(self, TEXT_TASK)
 
     def runner(self, name: str) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import re
 
 import httpx
@@ -50,3 +51,18 @@ def server(species_dev_model, aesthetic_models, zero_shot_models, tmp_path_facto
     srv = start_server(tmp_path_factory.mktemp("serve") / "bentoml.log", env={"GATEWAY_WORKERS": "1"})
     yield srv
     stop_server(srv)
+
+
+def poll_job(client: httpx.Client, path: str, timeout: float = 120) -> dict:
+    """vitrivr's and FES's clients' loop: a GET every second until the job is complete; every answer must be 200
+    with a status they know (starting, running, complete)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        response = client.get(path)
+        assert response.status_code == 200, response.text
+        job = response.json()
+        assert job["status"] in ("starting", "running", "complete"), job
+        if job["status"] == "complete":
+            return job
+        time.sleep(1)
+    raise AssertionError(f"{path} not complete after {timeout} s")

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 
 import httpx
 import numpy as np
 import pytest
 
+from tests.integration.conftest import poll_job as poll
 from tests.conftest import encode, photo
 
 pytestmark = pytest.mark.integration
@@ -39,20 +39,6 @@ JSON = {"Content-Type": "application/json"}
 
 def png_data_uri(name: str) -> str:
     return "data:image/png;base64," + base64.b64encode(encode(photo(name), "PNG")).decode()
-
-
-def poll(client: httpx.Client, path: str, timeout: float = 120) -> dict:
-    """The clients' loop: a GET every second until complete; each answer must be 200 with a known status."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        response = client.get(path)
-        assert response.status_code == 200, response.text
-        job = response.json()
-        assert job["status"] in ("starting", "running", "complete"), job
-        if job["status"] == "complete":
-            return job
-        time.sleep(1)
-    raise AssertionError(f"{path} not complete after {timeout} s")
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
-import time
 from pathlib import Path
 
 import httpx
@@ -30,6 +29,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.integration.conftest import poll_job as poll
 from tests.conftest import EXACT, encode, photo
 
 pytestmark = pytest.mark.integration
@@ -43,20 +43,6 @@ TEXTS = ["a photo of a cat", "ein Foto von einer Tasse Kaffee", "宇航员的照
 
 def data_url(name: str) -> str:
     return "data:image/png;base64," + base64.b64encode(encode(photo(name), "PNG")).decode()
-
-
-def poll(client: httpx.Client, path: str, timeout: float = 120) -> dict:
-    """vitrivr's loop: a GET every second until complete; every answer 200 with a status it knows."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        response = client.get(path)
-        assert response.status_code == 200, response.text
-        job = response.json()
-        assert job["status"] in ("starting", "running", "complete"), job
-        if job["status"] == "complete":
-            return job
-        time.sleep(1)
-    raise AssertionError(f"{path} not complete after {timeout} s")
 
 
 @pytest.fixture(scope="module")
