@@ -7,7 +7,6 @@ danactive/history's admin page shows; ``report=1`` adds it to ``/score`` and ``/
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 from pathlib import Path
@@ -19,8 +18,7 @@ import numpy as np
 from starlette.responses import JSONResponse, Response
 
 import catalog
-from capabilities.common import (RunnerFacts, Runners, fail, in_slots, model_headers, request_body, run_model,
-                                 uploaded)
+from capabilities.common import RunnerFacts, Runners, answer_batch, fail, model_headers, request_body, run_model
 from capabilities.report import measure, report
 from model_store import DEV, RELEASE, open_entry
 from serving.admission import RunnerGate
@@ -125,20 +123,12 @@ class Aesthetic:
     async def score_batch(self, images: list[Path], ctx: bentoml.Context) -> dict[str, Any] | Response:
         """Several images (multipart field ``images``) in one runner call; a bad image gets its error in its slot.
         ``report=1``: each answer carries its photo report."""
-        async def one(data: bytes) -> tuple[np.ndarray, Measures | None] | ServiceError:
-            try:
-                return await self._decode(data, with_report)
-            except ServiceError as err:
-                return err
-
         try:
             with_report = wants_report(ctx)
-            decoded = await asyncio.gather(*(one(data) for data in await uploaded(images)))
-            good = [d for d in decoded if not isinstance(d, ServiceError)]
-            errors = [d if isinstance(d, ServiceError) else None for d in decoded]
-            raws = await self._raw(np.stack([p for p, _ in good])) if good else []
             info = await self.facts.with_precision(self.info, self.model.key)
-            results = in_slots([self._answer(raw, info, m) for raw, (_, m) in zip(raws, good)], errors)
+            results = await answer_batch(images, lambda data: self._decode(data, with_report),
+                                         lambda good: self._raw(np.stack([pixels for pixels, _ in good])),
+                                         lambda raw, item: self._answer(raw, info, item[1]))
         except ServiceError as err:
             return fail(ctx, err)
         model_headers(ctx, info)

@@ -96,19 +96,27 @@ async def uploaded(images: list[Path]) -> list[bytes]:
     return await anyio.to_thread.run_sync(lambda: [Path(p).read_bytes() for p in images])
 
 
-async def image_batches(images: list[bytes],
-                        cfg: PreprocessConfig) -> tuple[np.ndarray | None, list[ServiceError | None]]:
-    """Decode and preprocess each image off the event loop, concurrently: (the good ones stacked in order, or
-    None; per image its error, or None when it is in the stack)."""
-    async def one(data: bytes) -> np.ndarray | ServiceError:
+async def decoded_batches(images: list[bytes],
+                          decode: Callable[[bytes], Awaitable[Any]]) -> tuple[list[Any], list[ServiceError | None]]:
+    """``decode`` each image concurrently: (the decoded good ones, in order; per image its error, or None when it
+    is among the good ones)."""
+    async def one(data: bytes) -> Any:
         try:
-            return (await image_batch(data, cfg))[0]
+            return await decode(data)
         except ServiceError as err:
             return err
 
     decoded = await asyncio.gather(*(one(data) for data in images))
-    good = [d for d in decoded if isinstance(d, np.ndarray)]
-    return (np.stack(good) if good else None), [d if isinstance(d, ServiceError) else None for d in decoded]
+    return [d for d in decoded if not isinstance(d, ServiceError)], [
+        d if isinstance(d, ServiceError) else None for d in decoded]
+
+
+async def image_batches(images: list[bytes],
+                        cfg: PreprocessConfig) -> tuple[np.ndarray | None, list[ServiceError | None]]:
+    """Decode and preprocess each image off the event loop, concurrently: (the good ones stacked in order, or
+    None; per image its error, or None when it is in the stack)."""
+    good, errors = await decoded_batches(images, lambda data: image_batch(data, cfg))
+    return (np.concatenate(good) if good else None), errors
 
 
 def in_slots(answers: list[Any], errors: list[ServiceError | None]) -> list[Any]:
@@ -119,13 +127,14 @@ def in_slots(answers: list[Any], errors: list[ServiceError | None]) -> list[Any]
     return [ErrorBody(error=e.error, detail=e.detail) if e else next(it) for e in errors]
 
 
-async def answer_batch(images: list[Path], cfg: PreprocessConfig, infer: Callable[[np.ndarray], Awaitable[list[Any]]],
-                       answer: Callable[[Any], Any]) -> list[Any]:
-    """A multipart batch request's results in request order: ``answer`` of each output of one ``infer`` call on
-    the good images, or the error of a bad one."""
-    pixels, errors = await image_batches(await uploaded(images), cfg)
-    outputs = await infer(pixels) if pixels is not None else []
-    return in_slots([answer(output) for output in outputs], errors)
+async def answer_batch(images: list[Path], decode: Callable[[bytes], Awaitable[Any]],
+                       infer: Callable[[list[Any]], Awaitable[list[Any]]],
+                       answer: Callable[[Any, Any], Any]) -> list[Any]:
+    """A multipart batch request's results in request order: ``answer(output, decoded)`` of each output of one
+    ``infer`` call on the good images (as ``decode`` gave them), or the error of a bad one."""
+    good, errors = await decoded_batches(await uploaded(images), decode)
+    outputs = await infer(good) if good else []
+    return in_slots([answer(output, item) for output, item in zip(outputs, good)], errors)
 
 
 async def run_model(call: Awaitable[Any], model: str) -> Any:

@@ -132,8 +132,8 @@ class Retrieval(Embedding):
             vectors, cut = await run_model(self.embed_texts(name, texts), name)
         except ServiceError as err:
             return fail(ctx, err)
+        info = await self.facts.with_precision(self.infos[name], TOWERS[name].key)
         facts = await self.facts.of(TOWERS[name].key)
-        info = self.infos[name].model_copy(update={"precision": facts.get("precision"), "engine": facts.get("engine")})
         model_headers(ctx, info)
         return TextEmbedResponse(embeddings=vectors.tolist(), dim=vectors.shape[1], truncated=cut,
                                  context_length=int(facts.get("context_length", 0)) or None, model=info)

@@ -8,7 +8,6 @@ and the gate prompts' text embeddings, asked once per gateway worker.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 from typing import Any, Mapping
@@ -20,8 +19,8 @@ from starlette.responses import JSONResponse, Response
 
 import catalog
 from capabilities import taxa
-from capabilities.common import (RunnerFacts, Runners, fail, gather_or_cancel, in_slots, model_headers, request_body,
-                                 run_model, uploaded)
+from capabilities.common import (RunnerFacts, Runners, answer_batch, fail, gather_or_cancel, model_headers,
+                                 request_body, run_model)
 from model_store import open_entry, taxonomy
 from serving.admission import RunnerGate
 from serving.errors import ServiceError, call_runner
@@ -153,7 +152,7 @@ class Species:
     def _organism(self, top: Any, gate: Gate | None, info: ModelInfo, headers: Any) -> OrganismResponse:
         answer = self._answer(top, gate, ORGANISM_TOP_K, info)
         found = []
-        for n, (p, index) in enumerate(zip(answer.predictions, top.indices[:ORGANISM_TOP_K] or [-1] * 5)):
+        for n, (p, index) in enumerate(zip(answer.predictions, top.indices[:ORGANISM_TOP_K] or [-1] * ORGANISM_TOP_K)):
             path = p.lineage or []
             rank = dict(zip(taxonomy.RANKS, path))
             found.append(OrganismPrediction(
@@ -204,22 +203,15 @@ class Species:
     async def classify_batch(self, images: list[Path], top_k: int | None,
                              ctx: bentoml.Context) -> dict[str, Any] | Response:
         """Several images (multipart field ``images``) in one runner call; a bad image gets its error in its slot."""
-        async def one(data: bytes) -> tuple[np.ndarray, np.ndarray | None] | ServiceError:
-            try:
-                return await self._decode(data)
-            except ServiceError as err:
-                return err
+        def infer(good: list[tuple[np.ndarray, np.ndarray | None]]) -> Any:
+            gate_pixels = np.stack([g for _, g in good]) if self.gate_cfg else None
+            return self._infer(np.stack([s for s, _ in good]), gate_pixels)
 
         try:
             k = parse_top_k(str(top_k) if top_k is not None else ctx.request.query_params.get("top_k"))
-            decoded = await asyncio.gather(*(one(data) for data in await uploaded(images)))
-            good = [d for d in decoded if not isinstance(d, ServiceError)]
-            errors = [d if isinstance(d, ServiceError) else None for d in decoded]
-            found = await self._infer(np.stack([s for s, _ in good]),
-                                      np.stack([g for _, g in good]) if good and self.gate_cfg else None) \
-                if good else []
             info = await self.facts.with_precision(self.info, self.model.key)
-            results = in_slots([self._answer(top, gate, k, info) for top, gate in found], errors)
+            results = await answer_batch(images, self._decode, infer,
+                                         lambda found, _: self._answer(found[0], found[1], k, info))
         except ServiceError as err:
             return fail(ctx, err)
         model_headers(ctx, info)
