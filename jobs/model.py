@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -66,8 +67,14 @@ def pack(inputs: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+# np.load parses the .npy header with ast.literal_eval; on CPython 3.11.7 compile() from several threads at once can
+# fail with "SystemError: AST constructor recursion depth mismatch" (seen twice in CI, in concurrent claims).
+_NPY_HEADER = threading.Lock()
+
+
 def unpack(blob: bytes) -> np.ndarray:
-    return np.load(io.BytesIO(blob), allow_pickle=False)
+    with _NPY_HEADER:
+        return np.load(io.BytesIO(blob), allow_pickle=False)
 
 
 def pid_alive(pid: int) -> bool:
