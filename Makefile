@@ -2,15 +2,16 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 3000
-SHARED ?= ../shared/data
+SHARED ?= $(or $(SHARED_DATA_DIR),../shared/data)
 LABELS ?= $(wildcard $(SHARED)/inat21/inat21_class_index.json)
 HEAD ?= $(wildcard $(SHARED)/aesthetic/sa_0_4_vit_b_16_linear.pth)
 TAXONOMY ?= $(wildcard $(SHARED)/inat21/inat21_taxonomy.json)
 COMMON_NAMES ?= $(wildcard $(SHARED)/inat21/inat21_common_names_birder.json)
 # DEV=1 registers tiny random-initialised models instead of downloading the real weights: offline, with the
-# real class names and LAION head where they are found, else numbered dev classes and a dev head.
+# real class names, taxonomy and LAION head where they are found, else numbered dev classes, a dev taxonomy and
+# a dev head (a taxonomy only fits the real class names).
 ifeq ($(DEV),1)
-SAVE_ARGS := --dev $(if $(LABELS),--labels $(LABELS))
+SAVE_ARGS := --dev $(if $(LABELS),--labels $(LABELS),$(eval TAXONOMY :=)$(eval COMMON_NAMES :=))
 else
 SAVE_HINT := 'make serve DEV=1' serves tiny dev models, offline.
 endif

@@ -205,6 +205,7 @@ def lacks_towers(tag: str, spec: ClipSpec) -> bool:
     return False
 
 
+@hub.keeps_on_failure
 def save_clip(spec: ClipSpec, *, dev: bool = False, from_dir: Path | None = None, revision: str | None = None,
               force: bool = False, full_size: bool = False) -> bentoml.Model:
     """Register ``spec`` from the hub (default), a local folder, or as a dev model (tiny; ``full_size``: the real

@@ -1,9 +1,15 @@
-"""Shared save-time helpers: hub downloads that fail fast and clearly, idempotent store entries."""
+"""Shared save-time helpers: hub downloads that fail fast and clearly, idempotent store entries, and --force
+replacements that keep the stored entry until its successor is saved."""
 
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
+import functools
+from collections.abc import Callable
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import bentoml
 
@@ -11,6 +17,8 @@ from model_store import store
 from model_store.store import SaveError
 
 logger = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def resolve_revision(repo: str, revision: str | None) -> tuple[str, list[str]]:
@@ -38,12 +46,20 @@ def download(repo: str, sha: str, files: list[str]) -> Path:
         raise SaveError(store.hub_unreachable_message(repo, exc)) from None
 
 
+_ASIDE: list[tuple[str, Path, Path]] = []  # (tag, store folder, where it waits) while a replacement is saved
+_ASIDE_DEPTH = [0]
+
+
 def existing(tag: str, force: bool) -> bentoml.Model | None:
-    """The stored model to keep (idempotent saves), after deleting it when ``force``."""
+    """The stored model to keep (idempotent saves); when ``force``, None after moving it aside, to be restored by
+    :func:`keeps_on_failure` if its successor is not saved."""
     model = store.stored(tag)
     if model is not None and force:
-        logger.info("--force: replacing %s", tag)
-        bentoml.models.delete(tag)
+        logger.info("--force: replacing %s (kept aside until the new one is saved)", tag)
+        folder = Path(model.path)
+        aside = Path(tempfile.mkdtemp(prefix="replacing-", dir=folder.parents[2])) / folder.name
+        folder.rename(aside)
+        _ASIDE.append((tag, folder, aside))
         return None
     if model is not None:
         logger.info("%s is already stored; skipping (use --force to replace it)", tag)
@@ -58,3 +74,34 @@ def reuse_release(name: str, revision: str | None, force: bool) -> bentoml.Model
     if found is not None:
         logger.info("%s is already stored; skipping (use --force or --revision to fetch)", found.tag)
     return found
+
+
+def keeps_on_failure(save: Callable[P, R]) -> Callable[P, R]:
+    """For a saver: entries moved aside by :func:`existing` are dropped if it succeeds and put back if it fails,
+    so a failed ``--force`` (a wrong taxonomy, the hub unreachable) never loses what was stored."""
+
+    @functools.wraps(save)
+    def scoped(*args: P.args, **kwargs: P.kwargs) -> R:
+        if _ASIDE_DEPTH[0]:  # a saver called by another: the outer one decides
+            return save(*args, **kwargs)
+        _ASIDE_DEPTH[0] += 1
+        try:
+            result = save(*args, **kwargs)
+        except BaseException:
+            for tag, folder, aside in reversed(_ASIDE):
+                if folder.exists():
+                    logger.error("%s: a partial replacement is in the store; the previous one is in %s", tag, aside)
+                    continue
+                aside.rename(folder)
+                shutil.rmtree(aside.parent, ignore_errors=True)
+                logger.info("%s: not replaced; the stored one is kept", tag)
+            raise
+        else:
+            for _, _, aside in _ASIDE:
+                shutil.rmtree(aside.parent, ignore_errors=True)
+            return result
+        finally:
+            _ASIDE.clear()
+            _ASIDE_DEPTH[0] -= 1
+
+    return scoped

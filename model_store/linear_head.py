@@ -106,6 +106,7 @@ def save_dev_head(force: bool = False) -> bentoml.Model:
     return bentoml.models.get(entry.tag)
 
 
+@hub.keeps_on_failure
 def save_head(head: Path | None = None, force: bool = False, dev: bool = False) -> bentoml.Model:
     """Register the head from ``head``, the default local path, or the canonical download.
 

@@ -131,6 +131,7 @@ def register_timm_folder(
     return bentoml.models.get(entry.tag)
 
 
+@hub.keeps_on_failure
 def save_species(
     *,
     dev: bool = False,

@@ -14,7 +14,8 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import HEAD_TAG, REAL_HEAD, REAL_LABELS, ROOT, encode, photo, served_engine, served_precision
+from tests.conftest import (HEAD_TAG, REAL_COMMON_NAMES, REAL_HEAD, REAL_LABELS, REAL_TAXONOMY, ROOT, encode, photo,
+                            served_engine, served_precision)
 from tests.integration.conftest import BENTOML, start_server, stop_server
 
 pytestmark = pytest.mark.integration
@@ -29,7 +30,9 @@ RUNNERS = {"SpeciesRunner", "AestheticRunner", "ClipL14Runner", "OpenClipB32Runn
 def bento(species_dev_model, aesthetic_models, zero_shot_models) -> bentoml.Bento:
     """Built as a user would: with the real head and class names where ../shared has them, else offline."""
     build_id = f"t{uuid.uuid4().hex[:8]}"
-    data = [f"HEAD={REAL_HEAD if REAL_HEAD.is_file() else ''}", f"LABELS={REAL_LABELS if REAL_LABELS.is_file() else ''}"]
+    data = [f"{name}={path if path.is_file() else ''}" for name, path in
+            (("HEAD", REAL_HEAD), ("LABELS", REAL_LABELS), ("TAXONOMY", REAL_TAXONOMY),
+             ("COMMON_NAMES", REAL_COMMON_NAMES))]
     proc = subprocess.run(
         ["make", "bento", "DEV=1", f"BUILD_ID={build_id}", f"PY={sys.executable}",
          f"VENV={Path(sys.executable).parent.parent}", *data],

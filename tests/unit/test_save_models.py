@@ -210,7 +210,8 @@ def test_multilingual_entry_holds_its_tokenizer_and_loads_with_the_hub_off(zero_
 
 def test_the_dev_model_stores_its_taxonomy_and_a_misordered_file_is_refused(tmp_path: Path) -> None:
     """In a store of its own: a dev model saves a dev taxonomy (labelled dev) without a file, and the save step
-    refuses a taxonomy file whose classes are not the model's, naming the first mismatch."""
+    refuses a taxonomy file whose classes are not the model's, naming the first mismatch, and a refused --force
+    keeps the stored model as it was."""
     env = {**os.environ, "BENTOML_HOME": str(tmp_path / "home")}
     code = ("import json; from model_store.timm_classifier import save_species; from model_store import taxonomy;"
             "m = save_species(dev=True); t = taxonomy.read_stored(m.path);"
@@ -220,8 +221,16 @@ def test_the_dev_model_stores_its_taxonomy_and_a_misordered_file_is_refused(tmp_
     meta, lineage = json.loads(proc.stdout.splitlines()[-1])
     assert meta["dev"] is True and meta["file"] == "taxonomy.json" and meta["ranks"][-1] == "genus"
     assert lineage == ["Devkingdom", "Devphylum0", "Devclass0", "Devorder0", "Devfamily1", "dev"]
+    when = "import bentoml; m = bentoml.models.get('eva02-inat21:dev'); print(m.info.creation_time.isoformat())"
+    created = subprocess.run([sys.executable, "-c", when], cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=300).stdout.strip()
     wrong = tmp_path / "taxonomy.json"
     wrong.write_text(json.dumps([{"id": 0, "name": "Lumbricus terrestris", "kingdom": "Animalia"}]))
     bad = subprocess.run([sys.executable, "scripts/save_models.py", "species", "--dev", "--force", "--taxonomy",
                           str(wrong)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "has 1 classes; the model has 10000" in bad.stderr
+    assert "eva02-inat21:dev: not replaced; the stored one is kept" in bad.stderr
+    after = subprocess.run([sys.executable, "-c", when], cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=300).stdout.strip()
+    assert created and after == created  # the same entry, not a new save
+    assert sorted(p.name for p in (tmp_path / "home").iterdir() if p.name.startswith("replacing-")) == []
