@@ -19,6 +19,7 @@ from model_store.store import SaveError
 
 RANKS = ("kingdom", "phylum", "class", "order", "family", "genus")
 FILE = "taxonomy.json"
+DEV_SOURCE = "dev taxonomy v2 (made up: nested blocks of classes)"  # a stored dev entry with another is saved again
 
 
 class Taxonomy(BaseModel):
@@ -77,10 +78,11 @@ def read_common_names(path: Path, labels: list[str]) -> list[str | None]:
 
 
 def dev_taxonomy(labels: list[str]) -> list[tuple[str, ...]]:
-    """A made-up taxonomy of the same shape for dev models: the genus is the name's first word, and the classes
-    fall into nested blocks above it (20 per family, 200 per order, ...), so roll-ups have something to sum."""
+    """A made-up taxonomy of the same shape for dev models: the classes fall into nested blocks (5 per genus, 20
+    per family, 200 per order, ...), so roll-ups have something to sum and every rank holds the one below it
+    (dev names' first words, "dev", would put every class in one genus across all families)."""
     return [("Devkingdom", f"Devphylum{i // 5000}", f"Devclass{i // 1000}", f"Devorder{i // 200}",
-             f"Devfamily{i // 20}", label.split()[0]) for i, label in enumerate(labels)]
+             f"Devfamily{i // 20}", f"Devgenus{i // 5}") for i in range(len(labels))]
 
 
 def build(labels: list[str], taxonomy: Path | None, common_names: Path | None, dev: bool) -> Taxonomy | None:
@@ -89,7 +91,7 @@ def build(labels: list[str], taxonomy: Path | None, common_names: Path | None, d
     if taxonomy is not None:
         lineages, source = read_taxonomy(taxonomy, labels), Path(taxonomy).name
     elif dev:
-        lineages, source = dev_taxonomy(labels), "dev taxonomy (made up: nested blocks of classes)"
+        lineages, source = dev_taxonomy(labels), DEV_SOURCE
     else:
         return None
     names = read_common_names(common_names, labels) if common_names is not None else None

@@ -198,13 +198,15 @@ def save_species(
 
 
 def stale_taxonomy(tag: str, taxonomy: Path | None) -> bool:
-    """A stored dev model to save again: saved before taxonomies were stored, or with a dev taxonomy when a real
-    one is given now."""
+    """A stored dev model to save again: saved before taxonomies were stored, with an older dev taxonomy, or with a
+    dev taxonomy when a real one is given now."""
+    from model_store import taxonomy as taxa
+
     model = store.stored(tag)
     if model is None:
         return False
     kept = model.info.metadata.get("taxonomy")
-    if kept is None or (taxonomy is not None and kept.get("dev")):
+    if kept is None or (kept.get("dev") and (taxonomy is not None or kept.get("source") != taxa.DEV_SOURCE)):
         logger.info("%s has %s; saving it again with its taxonomy", tag, "a dev taxonomy" if kept else "no taxonomy")
         return True
     return False

@@ -220,7 +220,7 @@ def test_the_dev_model_stores_its_taxonomy_and_a_misordered_file_is_refused(tmp_
     assert proc.returncode == 0, proc.stderr[-2000:]
     meta, lineage = json.loads(proc.stdout.splitlines()[-1])
     assert meta["dev"] is True and meta["file"] == "taxonomy.json" and meta["ranks"][-1] == "genus"
-    assert lineage == ["Devkingdom", "Devphylum0", "Devclass0", "Devorder0", "Devfamily1", "dev"]
+    assert lineage == ["Devkingdom", "Devphylum0", "Devclass0", "Devorder0", "Devfamily1", "Devgenus4"]
     when = "import bentoml; m = bentoml.models.get('eva02-inat21:dev'); print(m.info.creation_time.isoformat())"
     created = subprocess.run([sys.executable, "-c", when], cwd=ROOT, env=env, capture_output=True, text=True,
                              timeout=300).stdout.strip()

@@ -120,12 +120,17 @@ def test_common_names_are_read_in_class_order_and_blank_ones_are_none(tmp_path: 
     assert build(LABELS, None, None, dev=False) is None  # a release model without a file gets none
 
 
-def test_a_dev_taxonomy_nests_its_classes_with_the_genus_from_the_name() -> None:
+def test_a_dev_taxonomy_nests_every_rank_in_the_one_above() -> None:
     labels = [f"dev class {i:04d}" for i in range(10_000)]
     dev = dev_taxonomy(labels)
-    assert dev[0][-1] == "dev" and dev[21][4] == "Devfamily1" and dev[9999][:4] == (
+    assert dev[21][4:] == ("Devfamily1", "Devgenus4") and dev[9999][:4] == (
         "Devkingdom", "Devphylum1", "Devclass9", "Devorder49")
-    assert len(Groups(Taxonomy(lineages=dev, source="dev", dev=True)).names[4]) == 500  # families of 20
+    groups = Groups(Taxonomy(lineages=dev, source="dev", dev=True)).names
+    assert len(groups[4]) == 500 and len(groups[5]) == 2000  # families of 20, genera of 5
+    for depth in range(1, len(dev[0])):  # each taxon has one parent
+        parents = {}
+        for lineage in dev:
+            assert parents.setdefault(lineage[depth], lineage[depth - 1]) == lineage[depth - 1]
 
 
 def test_the_gate_on_dev_models_through_fake_runners_says_not_organism(species_dev_model, aesthetic_models,
