@@ -10,6 +10,7 @@ a CPU before the fast path; every other system's ratios are to it. ``--engines-b
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,26 @@ from tests.support.local_server import Server, own_home, start_server, stop_serv
 logger = logging.getLogger(__name__)
 ENDPOINTS = ("classify", "score", "zero-shot")
 BASELINE = "torch-fp32"
+START_TIMEOUT_S = 1200  # a first OpenVINO start converts the models (minutes for full-size towers on 2 cores)
 SYSTEMS = {f"{engine}-{precision}": {"ENGINE": engine, "PRECISION": precision}
            for engine in ("torch", "openvino") for precision in ("fp32", "bf16")}
+
+
+def chosen(names: str) -> dict[str, dict[str, str]]:
+    """The systems named (comma-separated; empty: all), the baseline always among them."""
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = sorted(set(wanted) - set(SYSTEMS))
+    if unknown:
+        raise SystemExit(f"--engine-systems: unknown {', '.join(unknown)}; choose from {', '.join(SYSTEMS)}")
+    return {n: env for n, env in SYSTEMS.items() if not wanted or n in wanted or n == BASELINE}
+
+
+def served_models() -> dict[str, str]:
+    """The store entries the servers serve (their settings, as the benchmark's environment gives them)."""
+    import catalog
+
+    return {m.setting: os.environ.get(m.setting, "(default)") for m in catalog.MODELS
+            if m.setting in ("SPECIES_MODEL", "AESTHETIC_CLIP_MODEL", "ZERO_SHOT_L14_MODEL")}
 
 
 def run(images: list[bytes], requests: int, model: str, logs: Path, rounds: int = 4,
@@ -33,7 +52,8 @@ def run(images: list[bytes], requests: int, model: str, logs: Path, rounds: int 
             for name, env in systems.items():
                 home = own_home(Path(tmp) / name)
                 servers[name] = start_server(logs / f"{name}.log", {
-                    **env, "BENTOML_HOME": home, "JOB_STORE_PATH": str(Path(home) / "jobs.sqlite")})
+                    **env, "BENTOML_HOME": home, "JOB_STORE_PATH": str(Path(home) / "jobs.sqlite")},
+                    timeout=START_TIMEOUT_S)
             urls = {name: server.url for name, server in servers.items()}
             measured = measure(urls, list(ENDPOINTS), [1, 32], requests, images, model, rounds, servers)
         finally:
@@ -91,7 +111,8 @@ def bare(tags: list[str], batches: tuple[int, ...] = (1, 8), rounds: int = 3,
 
 def markdown(report: dict[str, Any]) -> list[str]:
     base = report.get("baseline", BASELINE)
-    lines = [f"Ratios are to `{base}` (the service as it ran on a CPU before `ENGINE` and `PRECISION`): p50 at "
+    served = ", ".join(f"`{k}={v}`" for k, v in report.get("models", {}).items())
+    lines = [*([f"Served models: {served}.", ""] if served else []),f"Ratios are to `{base}` (the service as it ran on a CPU before `ENGINE` and `PRECISION`): p50 at "
              "concurrency 1 (lower is better) and images/s at concurrency 32 (higher is better).", "",
              "| endpoint | system | c=1 p50 ms | c=1 p50 ratio | c=32 img/s | c=32 ratio | errors |",
              "|---|---|---|---|---|---|---|"]

@@ -209,6 +209,9 @@ def main(argv: list[str] | None = None, command: tuple[str, ...] = COMMAND) -> i
                              "(bench/precision.py)")
     parser.add_argument("--engines-bare", "--precision-bare", dest="engines_bare", default="", metavar="TAGS",
                         help="--engines: also time these store entries' engines alone (e.g. --dev --full-size ones)")
+    parser.add_argument("--engine-systems", default="", metavar="NAMES",
+                        help="--engines: only these systems (comma-separated, e.g. torch-fp32,openvino-bf16; "
+                             "torch-fp32, the baseline, is always run)")
     parser.add_argument("--history-burst", type=int, default=256, help="--history: burst requests per route")
     parser.add_argument("--history-idle", type=float, default=30, help="--history: idle seconds after the burst")
     parser.add_argument("--jobs", type=int, default=2000, help="--jobs-only: jobs per store, path and level")
@@ -348,11 +351,13 @@ def engines_side_by_side(args: argparse.Namespace, argv: list[str] | None, logs:
                          command: tuple[str, ...] = COMMAND) -> int:
     from bench import precision as bench_precision
 
+    systems = bench_precision.chosen(args.engine_systems)
     results = bench_precision.run(make_images(_ints(args.sizes)), args.requests, args.zero_shot_model, logs,
-                                  args.rounds)
+                                  args.rounds, systems)
     results["images"] = f"{', '.join(PHOTOS)} at long sides {args.sizes} px"
+    results["models"] = bench_precision.served_models()
     if args.engines_bare:
-        results["bare"] = bench_precision.bare(args.engines_bare.split(","))
+        results["bare"] = bench_precision.bare(args.engines_bare.split(","), systems=systems)
     return _write_side_report(args, argv, results, bench_precision.markdown, command)
 
 

@@ -110,3 +110,14 @@ def test_the_engine_benchmark_times_every_engine_and_precision_alone(aesthetic_m
         assert row["speed_up"][bench_engines.BASELINE] == 1.0
     table = "\n".join(bench_engines.markdown({"endpoints": {}, "bare": rows}))
     assert "| clip-vit-b16-openai:dev | 2 |" in table and "openvino-bf16" in table
+
+
+def test_the_engine_benchmark_runs_the_systems_asked_for_and_always_the_baseline() -> None:
+    from bench import precision as bench_engines
+
+    assert list(bench_engines.chosen("openvino-bf16")) == ["torch-fp32", "openvino-bf16"]
+    assert list(bench_engines.chosen("")) == list(bench_engines.SYSTEMS)
+    with pytest.raises(SystemExit, match="unknown onnx-fp32; choose from torch-fp32"):
+        bench_engines.chosen("onnx-fp32")
+    table = "\n".join(bench_engines.markdown({"endpoints": {}, "models": {"SPECIES_MODEL": "eva02-inat21:bench"}}))
+    assert table.startswith("Served models: `SPECIES_MODEL=eva02-inat21:bench`.")
