@@ -39,7 +39,7 @@ def own_home(folder: Path) -> str:
     """A BENTOML_HOME sharing the test model store. Each `bentoml serve` wipes its home's Prometheus folder, so
     servers that run side by side need homes of their own to keep their /metrics."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "models").symlink_to(Path(os.environ["BENTOML_HOME"]) / "models")
+    (folder / "models").symlink_to(Path(os.environ.get("BENTOML_HOME", Path.home() / "bentoml")) / "models")
     return str(folder)
 
 
