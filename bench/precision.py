@@ -36,15 +36,19 @@ def chosen(names: str) -> dict[str, dict[str, str]]:
 
 
 def served_models() -> dict[str, str]:
-    """The store entries the servers serve (their settings, as the benchmark's environment gives them)."""
+    """The store entries the servers serve and any batching setting changed from its default (as the benchmark's
+    environment gives them to every server)."""
     import catalog
 
-    return {m.setting: os.environ.get(m.setting, "(default)") for m in catalog.MODELS
-            if m.setting in ("SPECIES_MODEL", "AESTHETIC_CLIP_MODEL", "ZERO_SHOT_L14_MODEL")}
+    served = {m.setting: os.environ.get(m.setting, "(default)") for m in catalog.MODELS
+              if m.setting in ("SPECIES_MODEL", "AESTHETIC_CLIP_MODEL", "ZERO_SHOT_L14_MODEL")}
+    batching = {f"{b.prefix}_{what}": os.environ[f"{b.prefix}_{what}"] for b in catalog.batchings()
+                for what in ("MAX_BATCH_SIZE", "MAX_LATENCY_MS") if os.environ.get(f"{b.prefix}_{what}")}
+    return {**served, **batching}
 
 
 def run(images: list[bytes], requests: int, model: str, logs: Path, rounds: int = 4,
-        systems: dict[str, dict[str, str]] = SYSTEMS) -> dict[str, Any]:
+        systems: dict[str, dict[str, str]] = SYSTEMS, endpoints: tuple[str, ...] = ENDPOINTS) -> dict[str, Any]:
     """Each endpoint at concurrency 1 and 32 for each system, and each system's ratios to the baseline."""
     with tempfile.TemporaryDirectory(prefix="bench-engines-") as tmp:
         servers: dict[str, Server] = {}
@@ -55,12 +59,12 @@ def run(images: list[bytes], requests: int, model: str, logs: Path, rounds: int 
                     **env, "BENTOML_HOME": home, "JOB_STORE_PATH": str(Path(home) / "jobs.sqlite")},
                     timeout=START_TIMEOUT_S)
             urls = {name: server.url for name, server in servers.items()}
-            measured = measure(urls, list(ENDPOINTS), [1, 32], requests, images, model, rounds, servers)
+            measured = measure(urls, list(endpoints), [1, 32], requests, images, model, rounds, servers)
         finally:
             for server in servers.values():
                 stop_server(server)
     rows: dict[str, dict[str, Any]] = {}
-    for endpoint in ENDPOINTS:
+    for endpoint in endpoints:
         base_lone, base_busy = measured[BASELINE][endpoint]
         rows[endpoint] = {}
         for name in systems:
@@ -112,7 +116,8 @@ def bare(tags: list[str], batches: tuple[int, ...] = (1, 8), rounds: int = 3,
 def markdown(report: dict[str, Any]) -> list[str]:
     base = report.get("baseline", BASELINE)
     served = ", ".join(f"`{k}={v}`" for k, v in report.get("models", {}).items())
-    lines = [*([f"Served models: {served}.", ""] if served else []),f"Ratios are to `{base}` (the service as it ran on a CPU before `ENGINE` and `PRECISION`): p50 at "
+    lines = [*([f"Served models and settings (every system): {served}.", ""] if served else []),
+             f"Ratios are to `{base}` (the service as it ran on a CPU before `ENGINE` and `PRECISION`): p50 at "
              "concurrency 1 (lower is better) and images/s at concurrency 32 (higher is better).", "",
              "| endpoint | system | c=1 p50 ms | c=1 p50 ratio | c=32 img/s | c=32 ratio | errors |",
              "|---|---|---|---|---|---|---|"]

@@ -352,8 +352,12 @@ def engines_side_by_side(args: argparse.Namespace, argv: list[str] | None, logs:
     from bench import precision as bench_precision
 
     systems = bench_precision.chosen(args.engine_systems)
+    endpoints = tuple(e for e in args.endpoints.split(",") if e)
+    unknown = sorted(set(endpoints) - set(bench_precision.ENDPOINTS))
+    if unknown:
+        raise SystemExit(f"--endpoints: unknown {', '.join(unknown)}; choose from {', '.join(bench_precision.ENDPOINTS)}")
     results = bench_precision.run(make_images(_ints(args.sizes)), args.requests, args.zero_shot_model, logs,
-                                  args.rounds, systems)
+                                  args.rounds, systems, endpoints)
     results["images"] = f"{', '.join(PHOTOS)} at long sides {args.sizes} px"
     results["models"] = bench_precision.served_models()
     if args.engines_bare:

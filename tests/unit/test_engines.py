@@ -120,4 +120,15 @@ def test_the_engine_benchmark_runs_the_systems_asked_for_and_always_the_baseline
     with pytest.raises(SystemExit, match="unknown onnx-fp32; choose from torch-fp32"):
         bench_engines.chosen("onnx-fp32")
     table = "\n".join(bench_engines.markdown({"endpoints": {}, "models": {"SPECIES_MODEL": "eva02-inat21:bench"}}))
-    assert table.startswith("Served models: `SPECIES_MODEL=eva02-inat21:bench`.")
+    assert table.startswith("Served models and settings (every system): `SPECIES_MODEL=eva02-inat21:bench`.")
+
+
+def test_the_engine_benchmark_reports_changed_batching_settings(monkeypatch) -> None:
+    from bench import precision as bench_engines
+
+    monkeypatch.setenv("SPECIES_MODEL", "eva02-inat21:bench")
+    monkeypatch.setenv("SPECIES_MAX_LATENCY_MS", "300000")
+    monkeypatch.delenv("AESTHETIC_MAX_LATENCY_MS", raising=False)
+    served = bench_engines.served_models()
+    assert served["SPECIES_MODEL"] == "eva02-inat21:bench" and served["SPECIES_MAX_LATENCY_MS"] == "300000"
+    assert "AESTHETIC_MAX_LATENCY_MS" not in served
