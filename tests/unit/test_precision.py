@@ -1,7 +1,7 @@
 """PRECISION and ENGINE: which precision ``auto`` picks, and every engine and precision staying within the parity
-bounds of torch fp32 on real photos with dev models (embedding cosine >= 0.9999, the same species top-5, aesthetic
-scores within 0.05, zero-shot probabilities within 1e-3; OpenVINO fp32 much closer; torch bf16's zero-shot within
-2e-3: the aim of 1e-3 is not met by every model there)."""
+bounds of torch fp32 on real photos with dev models (embedding cosine >= 0.9999, the same species top-5 up to
+near-ties, aesthetic scores within 0.05, zero-shot probabilities within 1e-3; OpenVINO fp32 much closer; torch
+bf16's zero-shot within 2e-3: the aim of 1e-3 is not met by every model there)."""
 
 from __future__ import annotations
 
@@ -65,9 +65,16 @@ def against_fp32(name: str, engine: str, precision: str):
 @pytest.mark.parametrize(("engine", "precision"), list(VARIANTS))
 def test_species_keep_the_top5_of_torch_fp32(species_dev_model, engine, precision) -> None:
     fp32, tested, images = against_fp32("eva02-inat21", engine, precision)
-    (p32, i32), (p, i) = fp32.classify(images, 5), tested.classify(images, 5)
-    assert [set(a) for a in i32.tolist()] == [set(b) for b in i.tolist()]
+    (p32, _), (p, _) = fp32.classify(images, 5), tested.classify(images, 5)
     np.testing.assert_allclose(p, p32, atol=VARIANTS[engine, precision][1])
+    for q32, q in zip(fp32.probabilities(images), tested.probabilities(images)):
+        # The same top-5 set up to near-ties: classes whose fp32 probabilities lie within 5% of the photo's spread
+        # (best minus median) of the 5th may trade places at the edge. A dev model's softmax is nearly flat (the
+        # spread about 1e-7), and in one CI run torch bf16 swapped its 5th and 6th classes; with real weights the
+        # spread is most of the probability, so this is the same set.
+        fifth, tie = float(np.sort(q32)[-5]), 0.05 * float(q32.max() - np.median(q32))
+        extra = set(np.argsort(-q)[:5].tolist()) - set(np.argsort(-q32)[:5].tolist())
+        assert all(q32[c] >= fifth - tie for c in extra), (extra, fifth, tie)
 
 
 @pytest.mark.parametrize(("engine", "precision"), list(VARIANTS))
