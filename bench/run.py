@@ -28,6 +28,7 @@ import logging
 import os
 import platform
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -231,6 +232,9 @@ def main(argv: list[str] | None = None, command: tuple[str, ...] = COMMAND) -> i
     parser.add_argument("--label", default="dev models on this machine")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "latest")
     args = parser.parse_args(argv)
+    # SIGTERM (kill, a CI timeout) unwinds like Ctrl-C, so the servers this run paused and started are resumed and
+    # stopped instead of being left suspended, holding their memory.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
 

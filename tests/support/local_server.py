@@ -91,6 +91,9 @@ def kill_server(server: Server) -> None:
 def stop_server(server: Server) -> None:
     """SIGTERM the CLI (BentoML stops its workers), then SIGKILL whatever is left."""
     procs = process_tree(server)
+    for proc in procs:  # a paused (SIGSTOP) server would not act on SIGTERM
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.resume()
     if server.proc.poll() is None:
         server.proc.terminate()
         try:
