@@ -89,6 +89,22 @@ def test_an_image_gets_the_same_answer_alone_and_in_a_batch(species_dev_model, a
         np.testing.assert_allclose(run(images), alone, atol=1e-6)
 
 
+def test_the_openvino_classifier_runs_a_large_batch_in_chunks_with_the_same_answers(species_dev_model,
+                                                                                    monkeypatch) -> None:
+    """A full adaptive batch of a full-size EVA02-L outgrew 12 GB in one OpenVINO inference; chunks bound it."""
+    species = engines.load(entry("eva02-inat21"), engines.EngineOptions(engine="openvino", precision="bf16"))
+    images = np.random.default_rng(1).integers(0, 256, (5, species.cfg.height, species.cfg.width, 3), np.uint8)
+    alone = np.concatenate([species.probabilities(images[i:i + 1]) for i in range(len(images))])
+    sizes: list[int] = []
+    compiled = species.model
+    monkeypatch.setattr(species, "model", lambda x: (sizes.append(len(x)), compiled(x))[1])
+    monkeypatch.setattr(species, "chunk", 2)
+    np.testing.assert_allclose(species.probabilities(images), alone, atol=1e-6)
+    assert sizes == [2, 2, 1]
+    scores, indices = species.classify(images, 3)
+    assert scores.shape == indices.shape == (5, 3) and sizes[3:] == [2, 2, 1]
+
+
 def test_softmax_top_k_matches_torch() -> None:
     import torch
 
