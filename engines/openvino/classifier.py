@@ -58,8 +58,8 @@ class OpenVinoClassifier(OpenVinoEngine):
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         """Class logits ``(N, C)``, ``chunk`` images per inference."""
-        parts = [self.model(self.normalised(images[i:i + self.chunk]))[0] for i in range(0, len(images), self.chunk)]
-        return np.concatenate(parts) if len(parts) != 1 else parts[0]
+        return np.concatenate([self.model(self.normalised(images[i:i + self.chunk]))[0]
+                               for i in range(0, len(images), self.chunk)])
 
     def classify(self, images: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return softmax_top_k(self.logits(images), k)
