@@ -359,7 +359,8 @@ def engines_side_by_side(args: argparse.Namespace, argv: list[str] | None, logs:
     endpoints = tuple(e for e in args.endpoints.split(",") if e)
     unknown = sorted(set(endpoints) - set(bench_precision.ENDPOINTS))
     if unknown:
-        raise SystemExit(f"--endpoints: unknown {', '.join(unknown)}; choose from {', '.join(bench_precision.ENDPOINTS)}")
+        raise SystemExit(f"--endpoints: unknown {', '.join(unknown)}; "
+                         f"choose from {', '.join(bench_precision.ENDPOINTS)}")
     results = bench_precision.run(make_images(_ints(args.sizes)), args.requests, args.zero_shot_model, logs,
                                   args.rounds, systems, endpoints)
     results["images"] = f"{', '.join(PHOTOS)} at long sides {args.sizes} px"
