@@ -45,7 +45,7 @@ class JobWorker:
         self.host = socket.gethostname()
         self.owner = f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.active: dict[str, asyncio.Task] = {}
-        self._reserved = 0  # slots promised to submissions whose row is being written
+        self._reserved = 0  # slots promised to submissions being written and to a claim in flight
         self._started = False  # the runners answered and dead workers' jobs were released
         self._watchers: dict[str, set[asyncio.Future]] = {}
         self._wake = asyncio.Event()
@@ -142,9 +142,7 @@ class JobWorker:
             try:
                 self._wake.clear()  # before the claim: a job queued while it runs wakes the next wait at once
                 free = self.concurrency - len(self.active) - self._reserved
-                claimed = await anyio.to_thread.run_sync(self.store.claim, self.owner, free) if free > 0 else []
-                for job, pixels in claimed:
-                    self.active[job.id] = asyncio.create_task(self._run(job, pixels))
+                claimed = await self._claim(free) if free > 0 else []
                 now = time.monotonic()
                 if now - last_renew > self.store.lease_s / 3:
                     await anyio.to_thread.run_sync(self.store.renew, self.owner, list(self.active))
@@ -157,10 +155,7 @@ class JobWorker:
                     await anyio.to_thread.run_sync(self.store.release_dead_local_owners, self.host)
                     last_purge = now
                 if not claimed:
-                    try:
-                        await asyncio.wait_for(self._wake.wait(), self.poll_s)
-                    except asyncio.TimeoutError:
-                        pass
+                    await self._idle()
             except asyncio.CancelledError:
                 raise
             except JobStoreUnavailable as exc:
@@ -169,6 +164,27 @@ class JobWorker:
             except Exception:
                 logger.exception("job loop error; retrying")
                 await asyncio.sleep(1)
+
+    async def _idle(self) -> None:
+        """Wait for a wake-up or the next poll. Not ``asyncio.wait_for``: before Python 3.12 it can swallow a
+        cancellation that arrives as the event is set, and a job ending in ``stop()`` sets it."""
+        waiter = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({waiter}, timeout=self.poll_s)
+        finally:
+            waiter.cancel()
+
+    async def _claim(self, free: int) -> list[tuple[Job, np.ndarray]]:
+        """Claim up to ``free`` jobs and start them. The slots stay reserved while the claim runs on its thread,
+        so a submission meanwhile queues its job instead of taking a slot the claim may fill."""
+        self._reserved += free
+        try:
+            claimed = await anyio.to_thread.run_sync(self.store.claim, self.owner, free)
+            for job, pixels in claimed:
+                self.active[job.id] = asyncio.create_task(self._run(job, pixels))
+            return claimed
+        finally:
+            self._reserved -= free
 
     async def _write(self, write: Callable[[], Any]) -> Any:
         """A store write from a running job, tried again while the store is unavailable: the job's outcome is
@@ -222,6 +238,7 @@ class JobWorker:
         finally:
             self.active.pop(job.id, None)
             self._resolve(job.id, final)
+            self.notify()  # a slot is free: a queued job need not wait for the next poll
 
 
 async def wait_until_final(store: JobStore, job_id: str, wait_s: float, worker: JobWorker | None = None) -> Job | None:

@@ -279,7 +279,7 @@ async def started_worker(store: JobStore, execute, concurrency: int, poll_s: flo
     try:
         yield worker
     finally:
-        await worker.stop()
+        await asyncio.wait_for(worker.stop(), 10)  # a stop that hangs fails the test
 
 
 def test_a_worker_with_a_free_slot_runs_what_it_accepts_and_queues_the_rest(store: JobStore) -> None:
@@ -291,8 +291,11 @@ def test_a_worker_with_a_free_slot_runs_what_it_accepts_and_queues_the_rest(stor
             await gate.wait()
             return {"probabilities": [1.0]}
 
-        async with started_worker(store, execute, concurrency=2) as worker:
+        # no polls: only a submission wakes the loop, which is parked once started with no claim in flight
+        async with started_worker(store, execute, concurrency=2, poll_s=60) as worker:
+            await _until(lambda: worker._started and worker._reserved == 0)
             jobs = [await worker.submit("m", False, PIXELS[:1], ["cat"], ["a {}."]) for _ in range(3)]
+            await asyncio.sleep(0.2)  # the third submission's wake-up: the loop finds no free slot
             owners = [_sql(store, "SELECT owner FROM jobs WHERE id = ?", j.id)[0][0] for j in jobs]
             gate.set()
             done = {j.id: (await wait_until_final(store, j.id, 5, worker)).status for j in jobs}
@@ -302,6 +305,50 @@ def test_a_worker_with_a_free_slot_runs_what_it_accepts_and_queues_the_rest(stor
     assert statuses == [RUNNING, RUNNING, STARTING]  # two slots: the third waits in the queue
     assert owners[:2] == [owners[0]] * 2 and owners[0] and owners[2] is None
     assert set(done.values()) == {COMPLETE}
+
+
+def test_submissions_during_a_claim_never_run_more_jobs_than_the_worker_has_slots(store: JobStore) -> None:
+    """The loop's claim runs on a thread; jobs submitted meanwhile must not take the slots it is filling."""
+    claiming, proceed, real_claim = threading.Event(), threading.Event(), store.claim
+    calls = itertools.count()
+
+    def slow_claim(owner: str, limit: int):
+        if next(calls) == 1:  # the first claim after start-up waits until the test has submitted
+            claiming.set()
+            proceed.wait(5)
+        return real_claim(owner, limit)
+
+    store.claim = slow_claim
+
+    async def run() -> list:
+        gate = asyncio.Event()
+
+        async def execute(job, pixels):
+            await gate.wait()
+            return {"probabilities": [1.0]}
+
+        async with started_worker(store, execute, concurrency=2, poll_s=0.02) as worker:
+            await _until(claiming.is_set)
+            jobs = [await worker.submit("m", False, PIXELS[:1], ["cat"], ["a {}."]) for _ in range(3)]
+            proceed.set()
+            await asyncio.sleep(0.3)  # the claim returns and the loop polls again
+            owners = [_sql(store, "SELECT owner FROM jobs WHERE id = ?", j.id)[0][0] for j in jobs]
+            running = len(worker.active)
+            gate.set()
+            for j in jobs:
+                assert (await wait_until_final(store, j.id, 5, worker)).status == COMPLETE
+            return [running, owners]
+
+    running, owners = asyncio.run(run())
+    assert running == 2 and sum(o is not None for o in owners) == 2  # the third waits for a slot
+    assert owners[2] is None  # first come, first served
+
+
+async def _until(condition, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
 
 
 def test_a_queued_job_is_cancelled_at_once_and_never_runs(store: JobStore) -> None:
