@@ -78,7 +78,7 @@ def runner_config() -> dict[str, Any]:
     return {
         "resources": service_resources(),
         "workers": 1,
-        "traffic": {"timeout": 120},
+        "traffic": {"timeout": settings.request_timeout_s},
         "runner_connection": {"max_requests": 2**62, "max_age": 1e12},
     }
 

@@ -19,6 +19,13 @@ def _int(name: str, default: int) -> int:
         raise ValueError(f"{name}={raw!r} is not an integer; unset it or give a whole number") from exc
 
 
+def _positive(name: str, default: int) -> int:
+    value = _int(name, default)
+    if value <= 0:
+        raise ValueError(f"{name}={value}: give a number of seconds above 0, or unset it for {default}")
+    return value
+
+
 def _share(name: str, default: float) -> float:
     """A probability threshold from 0 to 1."""
     raw = os.environ.get(name)
@@ -74,6 +81,7 @@ class Settings:
     gateway_max_concurrency: int  # GATEWAY_MAX_CONCURRENCY: requests in flight per gateway worker before 429
     max_image_pixels: int  # MAX_IMAGE_PIXELS: decoded width*height above this is refused (413)
     gateway_workers: int  # GATEWAY_WORKERS: CPU processes decoding images
+    request_timeout_s: int  # REQUEST_TIMEOUT_S: a request's limit in the gateway and in each runner
     runner_queue_batches: int  # RUNNER_QUEUE_BATCHES: full batches each gateway worker may have in a runner at once
     runner_batcher: str  # RUNNER_BATCHER: "idle-aware" (serving/batching.py) or "bentoml" (BentoML's own batcher)
     device: str  # DEVICE: "auto", "cpu" or "cuda"
@@ -124,6 +132,7 @@ class Settings:
             job_max_attempts=_int("JOB_MAX_ATTEMPTS", 5),
             max_image_pixels=_int("MAX_IMAGE_PIXELS", 50_000_000),
             gateway_workers=_int("GATEWAY_WORKERS", 1),
+            request_timeout_s=_positive("REQUEST_TIMEOUT_S", 120),
             runner_queue_batches=_int("RUNNER_QUEUE_BATCHES", 2),
             runner_batcher=_str("RUNNER_BATCHER", "idle-aware"),
             device=_str("DEVICE", "auto"),
