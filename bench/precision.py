@@ -44,7 +44,8 @@ def served_models() -> dict[str, str]:
               if m.setting in ("SPECIES_MODEL", "AESTHETIC_CLIP_MODEL", "ZERO_SHOT_L14_MODEL")}
     batching = {f"{b.prefix}_{what}": os.environ[f"{b.prefix}_{what}"] for b in catalog.batchings()
                 for what in ("MAX_BATCH_SIZE", "MAX_LATENCY_MS") if os.environ.get(f"{b.prefix}_{what}")}
-    return {**served, **batching}
+    timeout = {"REQUEST_TIMEOUT_S": os.environ["REQUEST_TIMEOUT_S"]} if os.environ.get("REQUEST_TIMEOUT_S") else {}
+    return {**served, **batching, **timeout}
 
 
 def run(images: list[bytes], requests: int, model: str, logs: Path, rounds: int = 4,
@@ -75,6 +76,37 @@ def run(images: list[bytes], requests: int, model: str, logs: Path, rounds: int 
                 "c32_vs_baseline": round(busy["images_per_s"] / base_busy["images_per_s"], 2),
                 "c1_p50_vs_baseline": round(lone["p50_ms"] / base_lone["p50_ms"], 2)}
     return {"systems": systems, "baseline": BASELINE, "endpoints": rows}
+
+
+def endpoint_tags(zero_shot_model: str) -> dict[str, str]:
+    """The store entry each endpoint's image forward runs, where the benchmark's environment names it."""
+    import catalog
+
+    names = {"classify": "eva02-inat21", "score": "clip-vit-b16-openai", "zero-shot": zero_shot_model}
+    return {ep: os.environ[catalog.entry(n).setting] for ep, n in names.items()
+            if os.environ.get(catalog.entry(n).setting)}
+
+
+def time_split(report: dict[str, Any], tags: dict[str, str]) -> list[dict[str, Any]]:
+    """How much of the baseline's time is the image forward, from the bare timings of the served entries, and so
+    the best ratio any engine could give (Amdahl): p50 at c=1 with a forward that took no time, and images/s at
+    c=32 likewise (the forward's share there: images/s x ms per image at batch 8)."""
+    forward = {(r["tag"], r["batch"]): r["ms"][BASELINE] for r in report.get("bare", [])}
+    rows = []
+    for endpoint, systems in report["endpoints"].items():
+        tag = tags.get(endpoint)
+        if (tag, 1) not in forward:
+            continue
+        base = systems[BASELINE]
+        share1 = forward[tag, 1] / base["c1_p50_ms"]
+        row = {"endpoint": endpoint, "tag": tag, "c1_p50_ms": base["c1_p50_ms"], "forward_batch1_ms": forward[tag, 1],
+               "c1_forward_share": round(share1, 2), "c1_p50_ratio_free_forward": round(max(0.0, 1 - share1), 2)}
+        if (tag, 8) in forward:
+            share32 = base["c32_images_per_s"] * forward[tag, 8] / 8 / 1000
+            row |= {"c32_forward_share": round(share32, 2),
+                    "c32_ratio_free_forward": round(1 / (1 - share32), 2) if share32 < 1 else None}
+        rows.append(row)
+    return rows
 
 
 def bare(tags: list[str], batches: tuple[int, ...] = (1, 8), rounds: int = 3,
@@ -132,4 +164,14 @@ def markdown(report: dict[str, Any]) -> list[str]:
                   "|---|---|" + "---|" * len(names)]
         lines += [f"| {r['tag']} | {r['batch']} | " + " | ".join(f"{r['ms'][n]} ({r['speed_up'][n]}x)" for n in names)
                   + " |" for r in report["bare"]]
+    if report.get("time_split"):
+        lines += ["", f"How much of `{base}`'s time is the image forward (its bare time on the served entry over the "
+                  "service's), and so the best ratio any engine could reach, with a forward that took no time:", "",
+                  "| endpoint | store entry | c=1 p50 ms | forward at batch 1, ms | forward share at c=1 "
+                  "| best c=1 p50 ratio | forward share at c=32 | best c=32 ratio |", "|---|---|---|---|---|---|---|---|"]
+        for r in report["time_split"]:
+            share32, best32 = r.get("c32_forward_share", ""), r.get("c32_ratio_free_forward")
+            best32_text = f"{best32}x" if best32 else ("n/a (share >= 1)" if share32 != "" else "")
+            lines.append(f"| {r['endpoint']} | {r['tag']} | {r['c1_p50_ms']} | {r['forward_batch1_ms']} "
+                         f"| {r['c1_forward_share']} | {r['c1_p50_ratio_free_forward']}x | {share32} | {best32_text} |")
     return lines

@@ -16,6 +16,7 @@ Writes results.json, results.md and plot.png to ``--out``.
     python scripts/benchmark.py --bulk-only --out docs/benchmarks/bulk-cpu     # python -m bulk vs the HTTP routes
     python scripts/benchmark.py --history --out docs/benchmarks/history-cpu    # latency before and after a history
     python scripts/benchmark.py --engines --out docs/benchmarks/engines-cpu      # ENGINE x PRECISION side by side
+    python scripts/benchmark.py --parity-only eva02-inat21:bench --out docs/benchmarks/parity-full-size  # vs fp32
 
 ``python -m bench`` takes the same arguments.
 """
@@ -205,6 +206,9 @@ def main(argv: list[str] | None = None, command: tuple[str, ...] = COMMAND) -> i
                         help="what the organism gate costs: /classify with SPECIES_GATE off vs on (bench/gate.py)")
     target.add_argument("--report-only", action="store_true",
                         help="what the photo report costs: /scores vs /score side by side (bench/report.py)")
+    target.add_argument("--parity-only", metavar="TAGS",
+                        help="parity of --engine-systems with torch fp32 on these store entries, e.g. the "
+                             "--dev --full-size towers (bench/parity.py)")
     target.add_argument("--engines", "--precision", dest="engines", action="store_true",
                         help="the service on ENGINE torch/openvino x PRECISION fp32/bf16 side by side "
                              "(bench/precision.py)")
@@ -249,6 +253,8 @@ def main(argv: list[str] | None = None, command: tuple[str, ...] = COMMAND) -> i
         return history(args, argv, logs, command)
     if args.engines:
         return engines_side_by_side(args, argv, logs, command)
+    if args.parity_only:
+        return parity(args, argv, command)
     if args.report_only or args.gate_only:
         return side_cost("report" if args.report_only else "gate", args, argv, logs, command)
     images = make_images(_ints(args.sizes))
@@ -367,6 +373,7 @@ def engines_side_by_side(args: argparse.Namespace, argv: list[str] | None, logs:
     results["models"] = bench_precision.served_models()
     if args.engines_bare:
         results["bare"] = bench_precision.bare(args.engines_bare.split(","), systems=systems)
+        results["time_split"] = bench_precision.time_split(results, bench_precision.endpoint_tags(args.zero_shot_model))
     return _write_side_report(args, argv, results, bench_precision.markdown, command)
 
 
@@ -381,3 +388,14 @@ def bulk_only(args: argparse.Namespace, argv: list[str] | None, logs: Path, comm
                    concurrency=concurrency)
     return _write_side_report(args, argv, results, bench_bulk.markdown, command)
 
+
+def parity(args: argparse.Namespace, argv: list[str] | None, command: tuple[str, ...] = COMMAND) -> int:
+    from bench import parity as bench_parity
+    from bench import precision as bench_precision
+
+    sizes = _ints(args.sizes)
+    results = {"baseline": bench_precision.BASELINE,
+               "images": f"{', '.join(PHOTOS)} as JPEG at long sides {args.sizes} px",
+               "parity": bench_parity.run(args.parity_only.split(","), make_images(sizes),
+                                          bench_precision.chosen(args.engine_systems), bench_precision.BASELINE)}
+    return _write_side_report(args, argv, results, bench_parity.markdown, command)

@@ -35,3 +35,22 @@ def test_a_paused_server_and_its_workers_are_stopped(tmp_path: Path) -> None:
     assert time.monotonic() - started < 10  # SIGTERM acted on at once, not after the 30 s wait and SIGKILL
     assert proc.returncode is not None
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in tree)
+
+
+def test_the_engines_report_says_how_much_of_the_baseline_is_the_forward_and_the_best_ratio_left() -> None:
+    from bench import precision
+
+    def system(p50: float, per_s: float) -> dict:
+        return {"c1_p50_ms": p50, "c1_p95_ms": p50, "c32_images_per_s": per_s, "errors": 0,
+                "c32_vs_baseline": 1.0, "c1_p50_vs_baseline": 1.0}
+
+    report = {"baseline": "torch-fp32",
+              "endpoints": {"score": {"torch-fp32": system(20.0, 50.0)}, "classify": {"torch-fp32": system(9, 9)}},
+              "bare": [{"tag": "clip:dev", "batch": 1, "ms": {"torch-fp32": 5.0}, "speed_up": {"torch-fp32": 1.0}},
+                       {"tag": "clip:dev", "batch": 8, "ms": {"torch-fp32": 80.0}, "speed_up": {"torch-fp32": 1.0}}]}
+    report["time_split"] = precision.time_split(report, {"score": "clip:dev", "classify": "eva:dev"})
+    # 5 of 20 ms at c=1; 50 images/s x 10 ms each = half of every second at c=32
+    assert report["time_split"] == [{
+        "endpoint": "score", "tag": "clip:dev", "c1_p50_ms": 20.0, "forward_batch1_ms": 5.0, "c1_forward_share": 0.25,
+        "c1_p50_ratio_free_forward": 0.75, "c32_forward_share": 0.5, "c32_ratio_free_forward": 2.0}]
+    assert "| score | clip:dev | 20.0 | 5.0 | 0.25 | 0.75x | 0.5 | 2.0x |" in precision.markdown(report)

@@ -145,6 +145,8 @@ def test_the_engine_benchmark_reports_changed_batching_settings(monkeypatch) -> 
     monkeypatch.setenv("SPECIES_MODEL", "eva02-inat21:bench")
     monkeypatch.setenv("SPECIES_MAX_LATENCY_MS", "300000")
     monkeypatch.delenv("AESTHETIC_MAX_LATENCY_MS", raising=False)
+    monkeypatch.setenv("REQUEST_TIMEOUT_S", "300")
     served = bench_engines.served_models()
     assert served["SPECIES_MODEL"] == "eva02-inat21:bench" and served["SPECIES_MAX_LATENCY_MS"] == "300000"
+    assert served["REQUEST_TIMEOUT_S"] == "300"
     assert "AESTHETIC_MAX_LATENCY_MS" not in served
