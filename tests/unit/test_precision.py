@@ -135,3 +135,24 @@ def test_a_bf16_runner_says_so_and_so_does_the_answer(species_dev_model, monkeyp
     answer = asyncio.run(species.classify(encode(photo("chelsea")), ctx))
     assert answer.model.precision == "bf16" and ctx.response.headers["X-Model-Precision"] == "bf16"
     assert len(answer.predictions) == 3
+
+
+def test_the_parity_report_measures_every_entry_against_torch_fp32(species_dev_model, aesthetic_models,
+                                                                     tmp_path) -> None:
+    """``benchmark.py --parity-only`` (how the full-size towers were checked) on the dev entries: its figures stay
+    within the bounds above, with a row per entry and system and the aesthetic head on the ViT-B/16."""
+    import json
+
+    pytest.importorskip("openvino", reason="ENGINE=openvino needs the openvino extra (make install)")
+    from bench.run import main
+
+    tags = f"{species_dev_model.tag},{aesthetic_models[0].tag}"
+    assert main(["--parity-only", tags, "--engine-systems", "openvino-bf16", "--sizes", "300",
+                 "--out", str(tmp_path)]) == 0
+    rows = {r["tag"]: r for r in json.loads((tmp_path / "results.json").read_text())["parity"]}
+    assert set(rows) == set(tags.split(",")) and {r["system"] for r in rows.values()} == {"openvino-bf16"}
+    species, clip = rows[str(species_dev_model.tag)], rows[str(aesthetic_models[0].tag)]
+    assert species["probability_max_diff"] <= 1e-3 and species["photos"] == 4
+    assert clip["image_cosine_min"] >= 0.9999 and clip["text_cosine_min"] >= 0.9999
+    assert clip["aesthetic_max_diff"] <= 0.05 and clip["zero_shot_max_diff"] <= 1e-3
+    assert "| openvino-bf16 |" in (tmp_path / "results.md").read_text()
