@@ -53,17 +53,17 @@ def ceiling(endpoints: list[str], model_name: str, batch_sizes: list[int], secon
     from model_store import open_entry
     from runners.factory import engine_options
 
-    options = engine_options()
     forwards = {}
     if "classify" in endpoints:
-        species = engines.load(open_entry(catalog.species_model().name), options)
+        species = engines.load(open_entry(catalog.species_model().name), engine_options(catalog.species_model()))
         forwards["classify"] = (lambda x: species.classify(x, 10), species)
     if "score" in endpoints:
         tower = catalog.aesthetic_tower()
-        clip, head = engines.load(open_entry(tower.name), options), engines.load(open_entry(tower.head), options)
+        clip, head = (engines.load(open_entry(tower.name), engine_options(tower)),
+                      engines.load(open_entry(tower.head), engine_options(tower)))
         forwards["score"] = (lambda x: head.apply(clip.embed_images(x)), clip)
     if "zero-shot" in endpoints:
-        zs = engines.load(open_entry(model_name), options)
+        zs = engines.load(open_entry(model_name), engine_options(catalog.entry(model_name)))
         forwards["zero-shot"] = (zs.embed_images, zs)
     out = {}
     for endpoint, (forward, engine) in forwards.items():

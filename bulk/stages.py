@@ -68,6 +68,7 @@ def _engines(name: str, paths: dict[str, str], num_threads: int) -> tuple[Infere
     Ray Data calls an actor's ``__call__`` on another thread than its constructor, and a second thread calling
     torch on CPU costs each forward its own OpenMP team (see :class:`engines.thread.InferenceThread`). Each
     engine is the one its store entry names, as in the service's runners."""
+    import catalog
     import engines
     from model_store import open_entry
     from serving.settings import settings
@@ -75,9 +76,12 @@ def _engines(name: str, paths: dict[str, str], num_threads: int) -> tuple[Infere
     thread = InferenceThread(name)
     if num_threads > 0:
         thread.call(_set_threads, num_threads)
-    options = engines.EngineOptions(device=settings.device, precision=settings.precision,
-                                    compile=settings.torch_compile, threads=num_threads, engine=settings.engine)
-    return thread, {entry: thread.call(engines.load, open_entry(entry, tag), options) for entry, tag in paths.items()}
+    def options(name: str) -> engines.EngineOptions:
+        return engines.EngineOptions(device=settings.device, precision=settings.precision_of(catalog.entry(name)),
+                                     compile=settings.torch_compile, threads=num_threads, engine=settings.engine)
+
+    return thread, {entry: thread.call(engines.load, open_entry(entry, tag), options(entry))
+                    for entry, tag in paths.items()}
 
 
 def _set_threads(n: int) -> None:

@@ -83,9 +83,10 @@ def runner_config() -> dict[str, Any]:
     }
 
 
-def engine_options() -> engines.EngineOptions:
-    return engines.EngineOptions(device=settings.device, precision=settings.precision, compile=settings.torch_compile,
-                                 engine=settings.engine)
+def engine_options(entry: catalog.ModelEntry) -> engines.EngineOptions:
+    """How ``entry`` is loaded: DEVICE, ENGINE, TORCH_COMPILE, and PRECISION or its runner's own."""
+    return engines.EngineOptions(device=settings.device, precision=settings.precision_of(entry),
+                                 compile=settings.torch_compile, engine=settings.engine)
 
 
 def prompts_for(classes: Sequence[str], templates: Sequence[str]) -> list[str]:
@@ -109,12 +110,12 @@ class RunnerBase:
         self.stored = open_entry(self.entry.name)
         self.cfg = self.stored.meta.require_preprocess()
         self.thread = InferenceThread(name)
-        self.engine = self.thread.call(engines.load, self.stored, engine_options())
+        self.engine = self.thread.call(engines.load, self.stored, engine_options(self.entry))
         self.thread.call(self.engine.warm_up)
         self.head = None
         if self.entry.head:
             self.head_stored = open_entry(self.entry.head)
-            self.head = self.thread.call(engines.load, self.head_stored, engine_options())
+            self.head = self.thread.call(engines.load, self.head_stored, engine_options(self.entry))
             self.thread.call(self.head.warm_up)
         text = "text" in self.entry.towers and "text" in (self.stored.meta.towers or self.entry.towers)
         self.cache = LRU(settings.zero_shot_text_cache) if text else None
@@ -132,7 +133,7 @@ class RunnerBase:
                            self.entry.group)
         logger.info("%s ready: %s%s on %s in %s (%s engine; ENGINE=%s, PRECISION=%s)", name, self.stored.tag,
                     f" + {self.head_stored.tag}" if self.head else "", self.engine.device, self.engine.precision,
-                    self.engine.backend, settings.engine or "unset", settings.precision or "unset")
+                    self.engine.backend, settings.engine or "unset", settings.precision_of(self.entry) or "unset")
 
     # the work each API hands to the inference thread
     def _top_k(self, images: np.ndarray) -> list[TopK]:

@@ -86,6 +86,7 @@ class Settings:
     runner_batcher: str  # RUNNER_BATCHER: "idle-aware" (serving/batching.py) or "bentoml" (BentoML's own batcher)
     device: str  # DEVICE: "auto", "cpu" or "cuda"
     engine: str  # ENGINE: "auto" (unset: OpenVINO on a CPU where installed, else torch), "torch", "openvino"
+    precisions: dict[str, str]  # <PREFIX>_PRECISION (SPECIES, AESTHETIC, ZERO_SHOT): PRECISION for one runner
     precision: str  # PRECISION: "auto" (unset: bf16 on CUDA and on CPUs with native bf16, else fp32), "fp32", "bf16"
     torch_compile: str  # TORCH_COMPILE: "off", or a torch.compile mode for the image towers ("reduce-overhead", ...)
     runner_gpus: str  # RUNNER_GPUS: GPUs each runner declares: "auto" (1 / number of runners when CUDA is visible, else none) or a number
@@ -93,6 +94,13 @@ class Settings:
     def tag(self, name: str) -> str:
         """The store tag of the catalog entry ``name``."""
         return self.model_tags[name]
+
+    def precision_of(self, entry: catalog.ModelEntry) -> str:
+        """The precision setting of ``entry``'s runner: its ``<PREFIX>_PRECISION``, else ``PRECISION`` (a head
+        follows the tower it runs with)."""
+        owner = entry if entry.batching else next((m for m in catalog.MODELS if m.head == entry.name), None)
+        return (owner is not None and owner.batching is not None and self.precisions.get(owner.batching.prefix)) \
+            or self.precision
 
     def batch(self, entry: catalog.ModelEntry) -> tuple[int, int]:
         """(max batch size, max latency in ms) of ``entry``'s runner."""
@@ -138,6 +146,8 @@ class Settings:
             device=_str("DEVICE", "auto"),
             engine=_str("ENGINE", ""),
             precision=_str("PRECISION", ""),
+            precisions={b.prefix: os.environ[f"{b.prefix}_PRECISION"] for b in catalog.batchings()
+                        if os.environ.get(f"{b.prefix}_PRECISION")},
             torch_compile=_str("TORCH_COMPILE", "off"),
             runner_gpus=_str("RUNNER_GPUS", "auto"),
         )

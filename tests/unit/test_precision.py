@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import engines
+from bench.parity import same_up_to_near_ties
 from engines.torch.common import resolve_precision
 from serving.imaging import decode_image, preprocess
 from tests.conftest import encode, photo
@@ -72,9 +73,7 @@ def test_species_keep_the_top5_of_torch_fp32(species_dev_model, engine, precisio
         # (best minus median) of the 5th may trade places at the edge. A dev model's softmax is nearly flat (the
         # spread about 1e-7), and in one CI run torch bf16 swapped its 5th and 6th classes; with real weights the
         # spread is most of the probability, so this is the same set.
-        fifth, tie = float(np.sort(q32)[-5]), 0.05 * float(q32.max() - np.median(q32))
-        extra = set(np.argsort(-q)[:5].tolist()) - set(np.argsort(-q32)[:5].tolist())
-        assert all(q32[c] >= fifth - tie for c in extra), (extra, fifth, tie)
+        assert same_up_to_near_ties(q32, q), (np.argsort(-q32)[:6], np.argsort(-q)[:6])
 
 
 @pytest.mark.parametrize(("engine", "precision"), list(VARIANTS))
@@ -115,7 +114,7 @@ def test_unset_is_auto() -> None:
     assert resolve_precision("", CPU, frozenset({"avx2"})) == "fp32"
 
 
-def test_a_bf16_runner_says_so_and_so_does_the_answer(species_dev_model, monkeypatch) -> None:
+def test_a_bf16_runner_says_so_and_so_does_the_answer(species_dev_model, aesthetic_models, monkeypatch) -> None:
     import asyncio
     import dataclasses
     from types import SimpleNamespace
@@ -156,3 +155,19 @@ def test_the_parity_report_measures_every_entry_against_torch_fp32(species_dev_m
     assert clip["image_cosine_min"] >= 0.9999 and clip["text_cosine_min"] >= 0.9999
     assert clip["aesthetic_max_diff"] <= 0.05 and clip["zero_shot_max_diff"] <= 1e-3
     assert "| openvino-bf16 |" in (tmp_path / "results.md").read_text()
+
+
+def test_a_runner_precision_setting_serves_that_runner_in_it(species_dev_model, zero_shot_models, monkeypatch) -> None:
+    """ZERO_SHOT_PRECISION=fp32 beside PRECISION=bf16: exact zero-shot probabilities, bf16 species."""
+    import asyncio
+    import dataclasses
+
+    import catalog
+    import runners.factory as factory
+
+    settings = dataclasses.replace(factory.settings, precision="bf16", precisions={"ZERO_SHOT": "fp32"})
+    monkeypatch.setattr(factory, "settings", settings)
+    species = factory.make_runner(catalog.species_model()).inner()
+    zero_shot = factory.make_runner(catalog.entry("clip-vit-large-patch14")).inner()
+    assert asyncio.run(species.info())["precision"] == "bf16"
+    assert asyncio.run(zero_shot.info())["precision"] == "fp32"
