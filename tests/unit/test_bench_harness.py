@@ -54,3 +54,17 @@ def test_the_engines_report_says_how_much_of_the_baseline_is_the_forward_and_the
         "endpoint": "score", "tag": "clip:dev", "c1_p50_ms": 20.0, "forward_batch1_ms": 5.0, "c1_forward_share": 0.25,
         "c1_p50_ratio_free_forward": 0.75, "c32_forward_share": 0.5, "c32_ratio_free_forward": 2.0}]
     assert "| score | clip:dev | 20.0 | 5.0 | 0.25 | 0.75x | 0.5 | 2.0x |" in precision.markdown(report)
+
+
+def test_a_top5_swap_passes_only_between_near_ties() -> None:
+    import numpy as np
+
+    from bench.parity import same_up_to_near_ties
+
+    q32 = np.array([0.5, 0.2, 0.1, 0.08, 0.05, 0.0499, 0.001, 0.0001, 0.0, 0.0])
+    near = q32.copy()
+    near[[4, 5]] = near[[5, 4]]  # the 5th and 6th, 1e-4 apart (the spread is 0.45): a near-tie
+    far = q32.copy()
+    far[[4, 6]] = far[[6, 4]]  # the 7th, 0.049 below the 5th, into the top 5
+    assert same_up_to_near_ties(q32, q32) and same_up_to_near_ties(q32, near)
+    assert not same_up_to_near_ties(q32, far)
