@@ -191,7 +191,8 @@ for _key, _runner in RUNNERS.items():
     setattr(Gateway, _key, bentoml.depends(_runner))
 for _entry in catalog.MODELS:  # read for preprocessing configs; the runners load the weights
     setattr(Gateway, f"{_entry.name.replace('-', '_')}_ref", bentoml.models.BentoModel(settings.tag(_entry.name)))
-Gateway = bentoml.service(name="VisionGateway", workers=settings.gateway_workers, traffic={"timeout": settings.request_timeout_s})(
+Gateway = bentoml.service(name="VisionGateway", workers=settings.gateway_workers,
+                          traffic={"timeout": settings.request_timeout_s})(
     bentoml.asgi_app(fes.rest, path="/api")(
         bentoml.asgi_app(Starlette(routes=[*health.routes, *ui.routes]), path="/")(Gateway)))
 Gateway.add_asgi_middleware(RawImageBodyMiddleware, routes=RAW_BODY_ROUTES)

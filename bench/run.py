@@ -51,19 +51,20 @@ def ceiling(endpoints: list[str], model_name: str, batch_sizes: list[int], secon
     PRECISION as the service reads them: by default the engine and precision measured fastest here)."""
     import engines
     from model_store import open_entry
-    from runners.factory import engine_options
+    from serving.settings import settings
 
     forwards = {}
     if "classify" in endpoints:
-        species = engines.load(open_entry(catalog.species_model().name), engine_options(catalog.species_model()))
+        species_entry = catalog.species_model()
+        species = engines.load(open_entry(species_entry.name), settings.engine_options(species_entry))
         forwards["classify"] = (lambda x: species.classify(x, 10), species)
     if "score" in endpoints:
         tower = catalog.aesthetic_tower()
-        clip, head = (engines.load(open_entry(tower.name), engine_options(tower)),
-                      engines.load(open_entry(tower.head), engine_options(tower)))
+        clip, head = (engines.load(open_entry(tower.name), settings.engine_options(tower)),
+                      engines.load(open_entry(tower.head), settings.engine_options(tower)))
         forwards["score"] = (lambda x: head.apply(clip.embed_images(x)), clip)
     if "zero-shot" in endpoints:
-        zs = engines.load(open_entry(model_name), engine_options(catalog.entry(model_name)))
+        zs = engines.load(open_entry(model_name), settings.engine_options(catalog.entry(model_name)))
         forwards["zero-shot"] = (zs.embed_images, zs)
     out = {}
     for endpoint, (forward, engine) in forwards.items():

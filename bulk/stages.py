@@ -76,11 +76,8 @@ def _engines(name: str, paths: dict[str, str], num_threads: int) -> tuple[Infere
     thread = InferenceThread(name)
     if num_threads > 0:
         thread.call(_set_threads, num_threads)
-    def options(name: str) -> engines.EngineOptions:
-        return engines.EngineOptions(device=settings.device, precision=settings.precision_of(catalog.entry(name)),
-                                     compile=settings.torch_compile, threads=num_threads, engine=settings.engine)
-
-    return thread, {entry: thread.call(engines.load, open_entry(entry, tag), options(entry))
+    return thread, {entry: thread.call(engines.load, open_entry(entry, tag),
+                                       settings.engine_options(catalog.entry(entry), threads=num_threads))
                     for entry, tag in paths.items()}
 
 

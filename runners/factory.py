@@ -83,12 +83,6 @@ def runner_config() -> dict[str, Any]:
     }
 
 
-def engine_options(entry: catalog.ModelEntry) -> engines.EngineOptions:
-    """How ``entry`` is loaded: DEVICE, ENGINE, TORCH_COMPILE, and PRECISION or its runner's own."""
-    return engines.EngineOptions(device=settings.device, precision=settings.precision_of(entry),
-                                 compile=settings.torch_compile, engine=settings.engine)
-
-
 def prompts_for(classes: Sequence[str], templates: Sequence[str]) -> list[str]:
     """Every template filled with every class name, class-major. ``{}`` is replaced literally, never formatted."""
     return [t.replace("{}", c) for c in classes for t in templates]
@@ -110,12 +104,12 @@ class RunnerBase:
         self.stored = open_entry(self.entry.name)
         self.cfg = self.stored.meta.require_preprocess()
         self.thread = InferenceThread(name)
-        self.engine = self.thread.call(engines.load, self.stored, engine_options(self.entry))
+        self.engine = self.thread.call(engines.load, self.stored, settings.engine_options(self.entry))
         self.thread.call(self.engine.warm_up)
         self.head = None
         if self.entry.head:
             self.head_stored = open_entry(self.entry.head)
-            self.head = self.thread.call(engines.load, self.head_stored, engine_options(self.entry))
+            self.head = self.thread.call(engines.load, self.head_stored, settings.engine_options(self.entry))
             self.thread.call(self.head.warm_up)
         text = "text" in self.entry.towers and "text" in (self.stored.meta.towers or self.entry.towers)
         self.cache = LRU(settings.zero_shot_text_cache) if text else None

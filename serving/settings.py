@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import catalog
+
+if TYPE_CHECKING:
+    from engines import EngineOptions
 
 
 def _int(name: str, default: int) -> int:
@@ -19,7 +22,8 @@ def _int(name: str, default: int) -> int:
         raise ValueError(f"{name}={raw!r} is not an integer; unset it or give a whole number") from exc
 
 
-def _positive(name: str, default: int) -> int:
+def _seconds(name: str, default: int) -> int:
+    """A whole number of seconds above 0."""
     value = _int(name, default)
     if value <= 0:
         raise ValueError(f"{name}={value}: give a number of seconds above 0, or unset it for {default}")
@@ -98,9 +102,16 @@ class Settings:
     def precision_of(self, entry: catalog.ModelEntry) -> str:
         """The precision setting of ``entry``'s runner: its ``<PREFIX>_PRECISION``, else ``PRECISION`` (a head
         follows the tower it runs with)."""
-        owner = entry if entry.batching else next((m for m in catalog.MODELS if m.head == entry.name), None)
-        return (owner is not None and owner.batching is not None and self.precisions.get(owner.batching.prefix)) \
-            or self.precision
+        owner = entry if entry.batching else next((m for m in catalog.MODELS if m.head == entry.name), entry)
+        return (self.precisions.get(owner.batching.prefix, "") if owner.batching else "") or self.precision
+
+    def engine_options(self, entry: catalog.ModelEntry, threads: int = 0) -> "EngineOptions":
+        """How ``entry`` is loaded, by its runner, bulk or the benchmark: DEVICE, ENGINE, TORCH_COMPILE, and
+        PRECISION or its runner's own."""
+        from engines import EngineOptions
+
+        return EngineOptions(device=self.device, precision=self.precision_of(entry), compile=self.torch_compile,
+                             threads=threads, engine=self.engine)
 
     def batch(self, entry: catalog.ModelEntry) -> tuple[int, int]:
         """(max batch size, max latency in ms) of ``entry``'s runner."""
@@ -140,7 +151,7 @@ class Settings:
             job_max_attempts=_int("JOB_MAX_ATTEMPTS", 5),
             max_image_pixels=_int("MAX_IMAGE_PIXELS", 50_000_000),
             gateway_workers=_int("GATEWAY_WORKERS", 1),
-            request_timeout_s=_positive("REQUEST_TIMEOUT_S", 120),
+            request_timeout_s=_seconds("REQUEST_TIMEOUT_S", 120),
             runner_queue_batches=_int("RUNNER_QUEUE_BATCHES", 2),
             runner_batcher=_str("RUNNER_BATCHER", "idle-aware"),
             device=_str("DEVICE", "auto"),

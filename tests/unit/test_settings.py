@@ -33,8 +33,7 @@ def test_a_runner_precision_overrides_precision_for_that_runner_and_its_head_onl
     monkeypatch.setenv("AESTHETIC_PRECISION", "fp32")
     monkeypatch.delenv("SPECIES_PRECISION", raising=False)
     settings = Settings.from_env()
-    monkeypatch.setattr(factory, "settings", settings)
-    by_name = {m.name: factory.engine_options(m).precision for m in catalog.MODELS}
+    by_name = {m.name: settings.engine_options(m).precision for m in catalog.MODELS}
     assert by_name["eva02-inat21"] == "bf16"
     assert by_name["clip-vit-large-patch14"] == by_name["open-clip-vit-b32"] == "fp32"
     assert by_name["clip-vit-b16-openai"] == by_name["laion-aesthetic-vit-b16"] == "fp32"  # the head follows
