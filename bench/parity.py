@@ -66,9 +66,8 @@ def run(tags: list[str], images: list[bytes], systems: dict[str, dict[str, str]]
         stored = open_entry(catalog.entry(tag.split(":")[0]).name, tag)
         cfg = stored.meta.require_preprocess()
         pixels = np.stack([preprocess(decode_image(jpeg, 10**8), cfg) for jpeg in images])
-        head, scale = None, stored.meta.logit_scale  # None: no text tower
-        if stored.entry.name == "clip-vit-b16-openai":
-            head = engines.load(open_entry("laion-aesthetic-vit-b16"), engines.EngineOptions())
+        scale = stored.meta.logit_scale  # None: no text tower
+        head = engines.load(open_entry(stored.entry.head), engines.EngineOptions()) if stored.entry.head else None
 
         def load(env: dict[str, str], stored=stored) -> Any:
             return engines.load(stored, engines.EngineOptions(engine=env["ENGINE"], precision=env["PRECISION"]))
@@ -88,8 +87,8 @@ def run(tags: list[str], images: list[bytes], systems: dict[str, dict[str, str]]
 
 def markdown(report: dict[str, Any]) -> list[str]:
     fields = ("image_cosine_min", "text_cosine_min", "zero_shot_max_diff", "zero_shot_max_diff_scale_100",
-              "aesthetic_max_diff",
-              "probability_max_diff", "top5_same_set", "top5_same_up_to_near_ties", "top1_probability")
+              "aesthetic_max_diff", "probability_max_diff", "top5_same_set", "top5_same_up_to_near_ties",
+              "top1_probability")
     lines = [f"Against `{report['baseline']}` on the same photos ({report['images']}). The issue's bounds: {BOUNDS}.",
              "", "| store entry | system | " + " | ".join(fields) + " |", "|---|---|" + "---|" * len(fields)]
     for r in report["parity"]:

@@ -51,14 +51,18 @@ def served_models() -> dict[str, str]:
 def run(images: list[bytes], requests: int, model: str, logs: Path, rounds: int = 4,
         systems: dict[str, dict[str, str]] = SYSTEMS, endpoints: tuple[str, ...] = ENDPOINTS) -> dict[str, Any]:
     """Each endpoint at concurrency 1 and 32 for each system, and each system's ratios to the baseline."""
+    import catalog
+
+    # each system's PRECISION is compared: a runner's own setting (ZERO_SHOT_PRECISION, ...) would override it
+    runner_precisions = {f"{b.prefix}_PRECISION": "" for b in catalog.batchings()}
     with tempfile.TemporaryDirectory(prefix="bench-engines-") as tmp:
         servers: dict[str, Server] = {}
         try:
             for name, env in systems.items():
                 home = own_home(Path(tmp) / name)
                 servers[name] = start_server(logs / f"{name}.log", {
-                    **env, "BENTOML_HOME": home, "JOB_STORE_PATH": str(Path(home) / "jobs.sqlite")},
-                    timeout=START_TIMEOUT_S)
+                    **runner_precisions, **env, "BENTOML_HOME": home,
+                    "JOB_STORE_PATH": str(Path(home) / "jobs.sqlite")}, timeout=START_TIMEOUT_S)
             urls = {name: server.url for name, server in servers.items()}
             measured = measure(urls, list(endpoints), [1, 32], requests, images, model, rounds, servers)
         finally:
@@ -82,9 +86,9 @@ def endpoint_tags(zero_shot_model: str) -> dict[str, str]:
     """The store entry each endpoint's image forward runs, where the benchmark's environment names it."""
     import catalog
 
-    names = {"classify": "eva02-inat21", "score": "clip-vit-b16-openai", "zero-shot": zero_shot_model}
-    return {ep: os.environ[catalog.entry(n).setting] for ep, n in names.items()
-            if os.environ.get(catalog.entry(n).setting)}
+    entries = {"classify": catalog.species_model(), "score": catalog.aesthetic_tower(),
+               "zero-shot": catalog.entry(zero_shot_model)}
+    return {ep: os.environ[e.setting] for ep, e in entries.items() if os.environ.get(e.setting)}
 
 
 def time_split(report: dict[str, Any], tags: dict[str, str]) -> list[dict[str, Any]]:
