@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.local_server import start_server, stop_server
+from tests.support.local_server import start_server, stopped_at_exit
 
 logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,8 +95,8 @@ def run(tasks: list[str], count: int, images: list[bytes], rounds: int, concurre
     with tempfile.TemporaryDirectory(prefix="bench-collection-") as tmp:
         paths = make_collection(Path(tmp), count, images)
         data = [p.read_bytes() for p in paths]
-        server = start_server(logs / "service.log")
-        try:
+        with stopped_at_exit() as servers:
+            server = servers["service"] = start_server(logs / "service.log")
             runs: dict[str, dict[str, list]] = {t: {"http-single": [], "http-batch": [], "bulk": []} for t in tasks}
             for r in range(rounds):
                 for task in tasks:
@@ -109,8 +109,6 @@ def run(tasks: list[str], count: int, images: list[bytes], rounds: int, concurre
                     runs[task]["bulk"].append(row)
                     logger.info("%s bulk round %d: %.1f img/s end to end, %s steady (start-up %.1f s)", task, r + 1,
                                 row["images_per_s"], row["steady_images_per_s"], row["startup_s"])
-        finally:
-            stop_server(server)
     for task, by_system in runs.items():
         single = _total(by_system["http-single"])
         results[task] = {"route": f"/{ROUTE[task]}", "http-single": {**single, "concurrency": concurrency},

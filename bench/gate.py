@@ -17,10 +17,9 @@ SYSTEMS = ("off", "on")
 
 
 def run(images: dict[int, bytes], requests: int, logs: Path) -> dict[str, Any]:
-    from tests.support.local_server import own_home, start_server, stop_server
+    from tests.support.local_server import own_home, start_server, stopped_at_exit
 
-    servers = {}
-    try:
+    with stopped_at_exit() as servers:
         for gate in SYSTEMS:
             servers[gate] = start_server(logs / f"gate-{gate}.log", env={
                 "BENTOML_HOME": own_home(logs / f"home-{gate}"), "SPECIES_GATE": gate})
@@ -40,9 +39,6 @@ def run(images: dict[int, bytes], requests: int, logs: Path) -> dict[str, Any]:
                             times[gate].append(elapsed)
                 off, on = (float(np.median(times[g])) for g in SYSTEMS)
                 rows[str(side)] = {"off_p50_ms": round(off, 2), "on_p50_ms": round(on, 2), "ratio": round(on / off, 3)}
-    finally:
-        for server in servers.values():
-            stop_server(server)
     return {"classify": rows, "requests": requests}
 
 

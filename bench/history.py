@@ -24,7 +24,7 @@ import httpx
 from PIL import Image
 
 from bench.load import measure, one_request
-from tests.support.local_server import Server, own_home, start_server, stop_server
+from tests.support.local_server import Server, own_home, start_server, stopped_at_exit
 
 logger = logging.getLogger(__name__)
 ENDPOINTS = ("classify", "score", "zero-shot")
@@ -88,8 +88,7 @@ def run(images: list[bytes], large: list[bytes], requests: int, burst: int, idle
     systems = {"service": {"RUNNER_BATCHER": "idle-aware"}, "service-bentoml-batcher": {"RUNNER_BATCHER": "bentoml"}}
     report: dict[str, Any] = {"systems": {}}
     with tempfile.TemporaryDirectory(prefix="bench-history-") as tmp:
-        servers: dict[str, Server] = {}
-        try:
+        with stopped_at_exit() as servers:
             for name, env in systems.items():
                 home = own_home(Path(tmp) / name)  # and a job store of its own: no job runs on another server
                 servers[name] = start_server(logs / f"{name}.log", {
@@ -103,9 +102,6 @@ def run(images: list[bytes], large: list[bytes], requests: int, burst: int, idle
             logger.info("idle %.0f s", idle)
             time.sleep(idle)
             after = _phase(servers, images, requests, model, rounds)
-        finally:
-            for server in servers.values():
-                stop_server(server)
     for name in servers:
         rows = {}
         for endpoint in ENDPOINTS:

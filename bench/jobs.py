@@ -26,7 +26,7 @@ import numpy as np
 
 from jobs import COMPLETE, JobWorker, open_job_store, wait_until_final
 from tests.support.local_postgres import PostgresServer
-from tests.support.local_server import own_home, start_server, stop_server
+from tests.support.local_server import own_home, start_server, stopped_at_exit
 
 logger = logging.getLogger(__name__)
 PIXELS = np.random.default_rng(0).integers(0, 256, (1, 224, 224, 3), dtype=np.uint8)
@@ -144,9 +144,9 @@ def run(levels: list[int], jobs: int, rounds: int, http_requests: int, logs: Pat
         image = buf.getvalue()
         body = {"image": "data:image/jpeg;base64," + base64.b64encode(image).decode(), "classes": CLASSES}
         for backend, url in urls.items():
-            server = start_server(logs / f"jobs-{backend}.log", {
-                "JOB_STORE_URL": url, "GATEWAY_WORKERS": "1", "BENTOML_HOME": own_home(tmp / f"home-{backend}")})
-            try:
+            with stopped_at_exit() as servers:
+                server = servers[backend] = start_server(logs / f"jobs-{backend}.log", {
+                    "JOB_STORE_URL": url, "GATEWAY_WORKERS": "1", "BENTOML_HOME": own_home(tmp / f"home-{backend}")})
                 rows = {}
                 for name, job in (("direct", False), ("job", True)) * rounds:
                     rows.setdefault(name, []).append(_http_level(server.url, body, job, 1, http_requests // rounds))
@@ -154,8 +154,6 @@ def run(levels: list[int], jobs: int, rounds: int, http_requests: int, logs: Pat
                 report["http"][backend] = {"direct_p50_ms": round(direct, 2), "job_p50_ms": round(job, 2),
                                            "added_p50_ms": round(job - direct, 2)}
                 logger.info("http %s: direct %.1f ms, job %.1f ms", backend, direct, job)
-            finally:
-                stop_server(server)
     finally:
         pg.close()
     return report

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.load import measure
-from tests.support.local_server import Server, own_home, start_server, stop_server
+from tests.support.local_server import own_home, start_server, stopped_at_exit
 
 logger = logging.getLogger(__name__)
 ENDPOINTS = ("classify", "score", "zero-shot")
@@ -56,8 +56,7 @@ def run(images: list[bytes], requests: int, model: str, logs: Path, rounds: int 
     # each system's PRECISION is compared: a runner's own setting (ZERO_SHOT_PRECISION, ...) would override it
     runner_precisions = {f"{b.prefix}_PRECISION": "" for b in catalog.batchings()}
     with tempfile.TemporaryDirectory(prefix="bench-engines-") as tmp:
-        servers: dict[str, Server] = {}
-        try:
+        with stopped_at_exit() as servers:
             for name, env in systems.items():
                 home = own_home(Path(tmp) / name)
                 servers[name] = start_server(logs / f"{name}.log", {
@@ -65,9 +64,6 @@ def run(images: list[bytes], requests: int, model: str, logs: Path, rounds: int 
                     "JOB_STORE_PATH": str(Path(home) / "jobs.sqlite")}, timeout=START_TIMEOUT_S)
             urls = {name: server.url for name, server in servers.items()}
             measured = measure(urls, list(endpoints), [1, 32], requests, images, model, rounds, servers)
-        finally:
-            for server in servers.values():
-                stop_server(server)
     rows: dict[str, dict[str, Any]] = {}
     for endpoint in endpoints:
         base_lone, base_busy = measured[BASELINE][endpoint]

@@ -60,18 +60,14 @@ def http_side_by_side(url: str, images: dict[int, bytes], requests: int) -> dict
 
 
 def run(images: dict[int, bytes], requests: int, logs: Path, url: str | None = None) -> dict[str, Any]:
-    from tests.support.local_server import own_home, start_server, stop_server
+    from tests.support.local_server import own_home, start_server, stopped_at_exit
 
     results: dict[str, Any] = {"measure_ms": measures_alone(images)}
-    server = None
-    try:
+    with stopped_at_exit() as servers:
         if url is None:
-            server = start_server(logs / "service.log", env={"BENTOML_HOME": own_home(logs / "home")})
-            url = server.url
+            servers["service"] = start_server(logs / "service.log", env={"BENTOML_HOME": own_home(logs / "home")})
+            url = servers["service"].url
         results["http"] = http_side_by_side(url, images, requests)
-    finally:
-        if server is not None:
-            stop_server(server)
     results["requests"] = requests
     return results
 

@@ -39,7 +39,7 @@ import numpy as np
 
 import catalog
 from bench.load import PHOTOS, litserve_path, make_images, measure
-from tests.support.local_server import Server, start_server, stop_server
+from tests.support.local_server import start_server, stopped_at_exit
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND = ("python", "scripts/benchmark.py")  # how results.md records the run
@@ -259,8 +259,7 @@ def main(argv: list[str] | None = None, command: tuple[str, ...] = COMMAND) -> i
     if args.report_only or args.gate_only:
         return side_cost("report" if args.report_only else "gate", args, argv, logs, command)
     images = make_images(_ints(args.sizes))
-    servers: dict[str, Server] = {}
-    try:  # every system is up for the whole run; the ones not being measured are paused
+    with stopped_at_exit() as servers:  # every system is up for the whole run; the ones not being measured are paused
         if args.serve:
             servers["service"] = start_server(logs / "service.log")
         urls = {"service": servers["service"].url if args.serve else args.url}
@@ -278,9 +277,6 @@ def main(argv: list[str] | None = None, command: tuple[str, ...] = COMMAND) -> i
                 urls["litserve"][endpoint] = servers[f"litserve:{endpoint}"].url
         measured = measure(urls, endpoints, levels, args.requests, images, args.zero_shot_model, args.rounds,
                            servers)
-    finally:
-        for server in servers.values():
-            stop_server(server)
     service, naive, litserve = measured["service"], measured.get("naive", {}), measured.get("litserve", {})
     top = ceiling(endpoints, args.zero_shot_model, _ints(args.ceiling_batches), args.ceiling_seconds)
     import torch

@@ -10,11 +10,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import httpx
 import psutil
 
 ROOT = Path(__file__).resolve().parents[2]
+
+INTERRUPTED_GRACE_S = 3.0
 
 BENTOML = str(Path(sys.executable).with_name("bentoml"))
 
@@ -88,20 +91,44 @@ def kill_server(server: Server) -> None:
     server.proc.wait()
 
 
-def stop_server(server: Server) -> None:
-    """SIGTERM the CLI (BentoML stops its workers), then SIGKILL whatever is left."""
-    procs = process_tree(server)
+def stop_server(server: Server, grace: float = 30) -> None:
+    """SIGTERM the CLI (BentoML stops its workers), then SIGKILL whatever is left after ``grace`` seconds."""
+    stop_servers([server], grace)
+
+
+def stop_servers(servers: Iterable[Server], grace: float = 30) -> None:
+    """:func:`stop_server` for several servers at once, under one grace period for all (not one each)."""
+    servers = list(servers)
+    procs = [proc for server in servers for proc in process_tree(server)]
     for proc in procs:  # a paused (SIGSTOP) server would not act on SIGTERM
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.resume()
-    if server.proc.poll() is None:
-        server.proc.terminate()
-        try:
-            server.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=10)
+    for server in servers:
+        if server.proc.poll() is None:
+            server.proc.terminate()
+    deadline = time.monotonic() + grace
+    for server in servers:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    _, alive = psutil.wait_procs(procs, timeout=min(10.0, grace))
     for proc in alive:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()
-    server.proc.wait()
+    for server in servers:
+        server.proc.wait()
+
+
+@contextlib.contextmanager
+def stopped_at_exit(servers: dict[str, Server] | None = None) -> Iterator[dict[str, Server]]:
+    """Servers started in the block (added to the dict it gives) are stopped when it ends; when it ends by
+    Ctrl-C or SIGTERM (SystemExit), with a grace of :data:`INTERRUPTED_GRACE_S` instead of waiting for the work
+    in flight (a full-size model's queue can take minutes)."""
+    servers = {} if servers is None else servers
+    grace = 30.0
+    try:
+        yield servers
+    except (KeyboardInterrupt, SystemExit):
+        grace = INTERRUPTED_GRACE_S
+        raise
+    finally:
+        stop_servers(servers.values(), grace)

@@ -1,15 +1,18 @@
-"""The benchmark's server handling: a server it paused (SIGSTOP) while measuring another still stops."""
+"""The benchmark's server handling: a server it paused (SIGSTOP) while measuring another still stops, and an
+interrupted run stops its servers at once."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import psutil
+import pytest
 
-from tests.support.local_server import Server, process_tree, stop_server
+from tests.support.local_server import Server, process_tree, stop_server, stopped_at_exit
 
 # a stand-in for `bentoml serve`: a parent that stops its worker on SIGTERM
 PARENT = """
@@ -36,6 +39,29 @@ def test_a_paused_server_and_its_workers_are_stopped(tmp_path: Path) -> None:
     assert proc.returncode is not None
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in tree)
 
+
+# a server still draining its work: it does not act on SIGTERM
+DRAINING = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)"
+
+
+def test_servers_are_stopped_with_sigterm_when_the_run_ends(tmp_path: Path) -> None:
+    procs = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"]) for _ in range(2)]
+    with stopped_at_exit() as servers:
+        for i, proc in enumerate(procs):
+            servers[f"s{i}"] = Server(url="http://127.0.0.1:9", proc=proc, log=tmp_path / "log")
+    assert [p.returncode for p in procs] == [-signal.SIGTERM] * 2
+
+
+def test_an_interrupted_run_kills_its_draining_servers_after_a_short_grace(tmp_path: Path) -> None:
+    procs = [subprocess.Popen([sys.executable, "-c", DRAINING]) for _ in range(2)]
+    time.sleep(1)  # both have set SIG_IGN
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt), stopped_at_exit() as servers:
+        for i, proc in enumerate(procs):
+            servers[f"s{i}"] = Server(url="http://127.0.0.1:9", proc=proc, log=tmp_path / "log")
+        raise KeyboardInterrupt
+    assert [p.returncode for p in procs] == [-signal.SIGKILL] * 2
+    assert time.monotonic() - started < 20  # one short grace for all, not 30 s + 10 s for each
 
 def test_the_engines_report_says_how_much_of_the_baseline_is_the_forward_and_the_best_ratio_left() -> None:
     from bench import precision
