@@ -19,6 +19,9 @@ from serving.errors import ServiceError
 
 ORIENTATION = 0x0112  # the EXIF tag
 SUPPORTED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+# beyond this long:short ratio, only the center crop's region is resized: the same pixels up to rounding (a few
+# levels on a few pixels), without the whole resized image in memory; up to it, exactly timm's resize-then-crop
+BOXED_RESIZE_ASPECT = 32
 
 _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
@@ -130,11 +133,23 @@ def resize_and_crop(img: Image.Image, cfg: PreprocessConfig) -> Image.Image:
         short, long = (w, h) if w <= h else (h, w)
         new_short, new_long = scale_h, int(scale_h * long / short)
         size = (new_short, new_long) if w <= h else (new_long, new_short)
+        if new_long > BOXED_RESIZE_ASPECT * new_short:
+            return _resized_crop(img, size, out_w, out_h, resample)
         if size != img.size:
             img = img.resize(size, resample)
     w, h = img.size
     top, left = int(round((h - out_h) / 2.0)), int(round((w - out_w) / 2.0))
     return img.crop((left, top, left + out_w, top + out_h))
+
+
+def _resized_crop(img: Image.Image, size: tuple[int, int], out_w: int, out_h: int,
+                  resample: Image.Resampling) -> Image.Image:
+    """The center crop of ``img`` resized to ``size``, resizing only the region it comes from (a 10,000,000 x 1 px
+    PNG of 10 KB, resized whole, would need gigabytes)."""
+    sx, sy = img.width / size[0], img.height / size[1]
+    left, top = int(round((size[0] - out_w) / 2.0)), int(round((size[1] - out_h) / 2.0))
+    box = (left * sx, top * sy, (left + out_w) * sx, (top + out_h) * sy)
+    return img.resize((out_w, out_h), resample, box=box)
 
 
 def preprocess(img: Image.Image, cfg: PreprocessConfig) -> np.ndarray:

@@ -52,6 +52,33 @@ def test_preprocess_portrait_and_tiny_images_keep_timm_geometry() -> None:
         assert np.abs(ours - theirs).max() <= 1 / 255 + 1e-6
 
 
+
+@pytest.mark.parametrize("cfg_name", CONFIGS)
+@pytest.mark.parametrize("size", [(2400, 200), (150, 1500), (5000, 7)])
+def test_panoramas_match_timm_geometry(cfg_name: str, size: tuple[int, int]) -> None:
+    """Exactly up to 32:1; beyond, only the crop's region is resized, which may round a few pixels apart."""
+    cfg_dict = timm_config(cfg_name)
+    reference = timm.data.create_transform(**cfg_dict, is_training=False)
+    img = Image.fromarray(photo("astronaut")).resize(size, Image.Resampling.BICUBIC)
+    ours = preprocess(img, PreprocessConfig.model_validate(cfg_dict)).astype(np.float32) / 255
+    theirs = (reference(img) * torch.tensor(cfg_dict["std"]).view(3, 1, 1)
+              + torch.tensor(cfg_dict["mean"]).view(3, 1, 1)).permute(1, 2, 0).numpy()
+    assert ours.shape == theirs.shape
+    diff = np.abs(ours - theirs)
+    if max(size) <= 32 * min(size):
+        assert diff.max() <= 1 / 255 + 1e-6
+    else:
+        assert diff.max() <= 3 / 255 + 1e-6 and (diff > 1 / 255 + 1e-6).mean() < 1e-4
+
+
+@pytest.mark.parametrize("size", [(10_000_000, 1), (1, 10_000_000)])
+def test_a_tiny_file_of_extreme_aspect_is_preprocessed(size: tuple[int, int]) -> None:
+    buf = io.BytesIO()
+    Image.new("L", size, 128).save(buf, "PNG", optimize=True)  # about 10 KB; resized whole: 2.2e9 x 224 px
+    cfg = PreprocessConfig.model_validate(timm_config(CONFIGS[0]))
+    out = preprocess(decode_image(buf.getvalue(), 10**8), cfg)
+    assert out.shape == (cfg.height, cfg.width, 3) and (out == 128).all()
+
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
 def test_supported_formats_decode_to_rgb(fmt: str) -> None:
     img = decode_image(encode(photo("chelsea"), fmt), BIG)
