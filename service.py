@@ -24,6 +24,7 @@ from capabilities.retrieval import BatchedImageJobRequest, BatchedTextJobRequest
 from capabilities.species import Species
 from capabilities.zero_shot import ZeroShot, ZeroShotConfig
 from capabilities.zero_shot.requests import BatchedZeroShotJobRequest, ZeroShotJobRequest
+from serving import forms
 from serving.admission import RunnerGate
 from serving.middleware import GuardMiddleware, RawImageBodyMiddleware
 from serving.schemas import (ClassifyResponse, EmbedResponse, JobAccepted, OrganismResponse, ScoreResponse,
@@ -195,6 +196,7 @@ Gateway = bentoml.service(name="VisionGateway", workers=settings.gateway_workers
                           traffic={"timeout": settings.request_timeout_s})(
     bentoml.asgi_app(fes.rest, path="/api")(
         bentoml.asgi_app(Starlette(routes=[*health.routes, *ui.routes]), path="/")(Gateway)))
+forms.install()
 Gateway.add_asgi_middleware(RawImageBodyMiddleware, routes=RAW_BODY_ROUTES)
 Gateway.add_asgi_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes, api_key=settings.api_key or None,
                             max_in_flight=settings.gateway_max_concurrency, open_paths=(health.PATH, *ui.PATHS))

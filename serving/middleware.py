@@ -172,8 +172,10 @@ def _error_body(status: int, body: bytes, request_line: str) -> bytes | None:
         payload = json.loads(body or b"null")
     except ValueError:
         payload = body.decode(errors="replace").strip()
-    if isinstance(payload, dict) and "error" in payload and "detail" in payload:
+    if isinstance(payload, dict) and "error" in payload and isinstance(payload.get("detail"), str):
         return None
+    if isinstance(payload, dict) and isinstance(payload.get("detail"), list):  # BentoML's pydantic ValidationError
+        return json.dumps({"error": "invalid_request", "detail": _validation_detail(payload["detail"])}).encode()
     if isinstance(payload, list) and payload and isinstance(payload[0], dict):
         payload = payload[0]  # bentoml.exceptions render as a one-item array
     message = payload.get("error") if isinstance(payload, dict) else payload
@@ -182,6 +184,17 @@ def _error_body(status: int, body: bytes, request_line: str) -> bytes | None:
     elif status in (404, 405):  # the router's own answer for an unknown path or method
         message = f"No route {request_line}; see /docs."
     return json.dumps({"error": ERROR_CODES.get(status, "error"), "detail": str(message or "")[:500]}).encode()
+
+
+def _validation_detail(errors: list) -> str:
+    """pydantic's error list as one line: ``field: message`` for each (the first five)."""
+    parts = []
+    for err in errors[:5]:
+        where = ".".join(str(p) for p in err.get("loc", ())) if isinstance(err, dict) else ""
+        message = err.get("msg", "") if isinstance(err, dict) else str(err)
+        parts.append(f"{where or 'body'}: {message}")
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    return ("; ".join(parts) + more + ". See /docs for the route's fields.")[:500]
 
 
 def _shape_errors(send: Callable, scope: Scope) -> Callable:

@@ -61,10 +61,17 @@ async def _body(request: Request, schema: type[BaseModel]) -> Any:
         return schema.model_validate(json.loads(await request.body()))
     except json.JSONDecodeError as exc:
         raise ServiceError(400, "invalid_json", f"The body is not valid JSON: {exc.msg} at character {exc.pos}.")
+    except UnicodeDecodeError:
+        raise ServiceError(400, "invalid_json", "The body is not JSON: send UTF-8 JSON with an image as a data URI, "
+                                                "not the image's bytes or a form.") from None
+    except RecursionError:
+        raise ServiceError(400, "invalid_json", "The body's JSON is nested too deeply.") from None
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
         raise ServiceError(400, "invalid_request", f"{where}: {first['msg']} ({exc.error_count()} error(s)).")
+    except ValueError as exc:  # a number too long to convert, and the like
+        raise ServiceError(400, "invalid_json", f"The body's JSON cannot be read: {str(exc)[:200]}.") from None
 
 
 async def _submit(jobs: Jobs, task: str, model: str, request: Request, batched: bool) -> JobAccepted:
