@@ -28,6 +28,11 @@ class ServiceError(Exception):
                             headers=self.headers)
 
 
+def field_path(loc: Any) -> str:
+    """Where a pydantic error is, as a client names it (``images.0``), or ``body`` for the whole body."""
+    return ".".join(str(p) for p in loc or ()) or "body"
+
+
 class RunnerBusy(Exception):
     """No runner slot freed up within the deadline: the request is shed before it reaches the runner
     (raised by ``serving.admission.RunnerGate``)."""

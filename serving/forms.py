@@ -8,7 +8,6 @@ memory). :func:`install` puts :class:`FormSerde` in its place for both form medi
 
 from __future__ import annotations
 
-import logging
 from http import HTTPStatus
 from typing import Any
 
@@ -17,8 +16,6 @@ from bentoml.exceptions import BentoMLException
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
-
-logger = logging.getLogger(__name__)
 
 FORM_MEDIA_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 

@@ -133,23 +133,19 @@ def resize_and_crop(img: Image.Image, cfg: PreprocessConfig) -> Image.Image:
         short, long = (w, h) if w <= h else (h, w)
         new_short, new_long = scale_h, int(scale_h * long / short)
         size = (new_short, new_long) if w <= h else (new_long, new_short)
-        if new_long > BOXED_RESIZE_ASPECT * new_short:
-            return _resized_crop(img, size, out_w, out_h, resample)
+        if new_long > BOXED_RESIZE_ASPECT * new_short:  # resized whole, a 10 KB PNG of 10,000,000 x 1 px needs GBs
+            sx, sy = img.width / size[0], img.height / size[1]
+            left, top, right, bottom = _center_box(size, out_w, out_h)
+            return img.resize((out_w, out_h), resample, box=(left * sx, top * sy, right * sx, bottom * sy))
         if size != img.size:
             img = img.resize(size, resample)
-    w, h = img.size
-    top, left = int(round((h - out_h) / 2.0)), int(round((w - out_w) / 2.0))
-    return img.crop((left, top, left + out_w, top + out_h))
+    return img.crop(_center_box(img.size, out_w, out_h))
 
 
-def _resized_crop(img: Image.Image, size: tuple[int, int], out_w: int, out_h: int,
-                  resample: Image.Resampling) -> Image.Image:
-    """The center crop of ``img`` resized to ``size``, resizing only the region it comes from (a 10,000,000 x 1 px
-    PNG of 10 KB, resized whole, would need gigabytes)."""
-    sx, sy = img.width / size[0], img.height / size[1]
+def _center_box(size: tuple[int, int], out_w: int, out_h: int) -> tuple[int, int, int, int]:
+    """The ``out_w`` x ``out_h`` center crop of an image of ``size``, as torchvision's CenterCrop rounds it."""
     left, top = int(round((size[0] - out_w) / 2.0)), int(round((size[1] - out_h) / 2.0))
-    box = (left * sx, top * sy, (left + out_w) * sx, (top + out_h) * sy)
-    return img.resize((out_w, out_h), resample, box=box)
+    return left, top, left + out_w, top + out_h
 
 
 def preprocess(img: Image.Image, cfg: PreprocessConfig) -> np.ndarray:

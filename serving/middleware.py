@@ -7,6 +7,8 @@ import json
 import logging
 from typing import Any, Awaitable, Callable, Iterable
 
+from serving.errors import field_path
+
 logger = logging.getLogger(__name__)
 Scope = dict[str, Any]
 ASGIApp = Callable[[Scope, Callable, Callable], Awaitable[None]]
@@ -188,11 +190,8 @@ def _error_body(status: int, body: bytes, request_line: str) -> bytes | None:
 
 def _validation_detail(errors: list) -> str:
     """pydantic's error list as one line: ``field: message`` for each (the first five)."""
-    parts = []
-    for err in errors[:5]:
-        where = ".".join(str(p) for p in err.get("loc", ())) if isinstance(err, dict) else ""
-        message = err.get("msg", "") if isinstance(err, dict) else str(err)
-        parts.append(f"{where or 'body'}: {message}")
+    parts = [f"{field_path(err.get('loc'))}: {err.get('msg', '')}" if isinstance(err, dict) else f"body: {err}"
+             for err in errors[:5]]
     more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
     return ("; ".join(parts) + more + ". See /docs for the route's fields.")[:500]
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.responses import JSONResponse, Response
 
 from capabilities.fes.jobs import Jobs
-from serving.errors import ServiceError
+from serving.errors import ServiceError, field_path
 from serving.schemas import JobAccepted, JobStatus
 
 rest = FastAPI(title="Feature-extraction jobs (vitrivr feature-extraction-server layout): zero-shot image "
@@ -68,8 +68,8 @@ async def _body(request: Request, schema: type[BaseModel]) -> Any:
         raise ServiceError(400, "invalid_json", "The body's JSON is nested too deeply.") from None
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise ServiceError(400, "invalid_request", f"{where}: {first['msg']} ({exc.error_count()} error(s)).")
+        raise ServiceError(400, "invalid_request",
+                           f"{field_path(first['loc'])}: {first['msg']} ({exc.error_count()} error(s)).")
     except ValueError as exc:  # a number too long to convert, and the like
         raise ServiceError(400, "invalid_json", f"The body's JSON cannot be read: {str(exc)[:200]}.") from None
 

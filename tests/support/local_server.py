@@ -17,6 +17,7 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[2]
 
+GRACE_S = 30.0  # for a server to finish its work in flight after SIGTERM
 INTERRUPTED_GRACE_S = 3.0
 
 BENTOML = str(Path(sys.executable).with_name("bentoml"))
@@ -91,12 +92,12 @@ def kill_server(server: Server) -> None:
     server.proc.wait()
 
 
-def stop_server(server: Server, grace: float = 30) -> None:
-    """SIGTERM the CLI (BentoML stops its workers), then SIGKILL whatever is left after ``grace`` seconds."""
-    stop_servers([server], grace)
+def stop_server(server: Server) -> None:
+    """SIGTERM the CLI (BentoML stops its workers), then SIGKILL whatever is left after :data:`GRACE_S`."""
+    stop_servers([server])
 
 
-def stop_servers(servers: Iterable[Server], grace: float = 30) -> None:
+def stop_servers(servers: Iterable[Server], grace: float = GRACE_S) -> None:
     """:func:`stop_server` for several servers at once, under one grace period for all (not one each)."""
     servers = list(servers)
     procs = [proc for server in servers for proc in process_tree(server)]
@@ -119,12 +120,12 @@ def stop_servers(servers: Iterable[Server], grace: float = 30) -> None:
 
 
 @contextlib.contextmanager
-def stopped_at_exit(servers: dict[str, Server] | None = None) -> Iterator[dict[str, Server]]:
+def stopped_at_exit() -> Iterator[dict[str, Server]]:
     """Servers started in the block (added to the dict it gives) are stopped when it ends; when it ends by
     Ctrl-C or SIGTERM (SystemExit), with a grace of :data:`INTERRUPTED_GRACE_S` instead of waiting for the work
     in flight (a full-size model's queue can take minutes)."""
-    servers = {} if servers is None else servers
-    grace = 30.0
+    servers: dict[str, Server] = {}
+    grace = GRACE_S
     try:
         yield servers
     except (KeyboardInterrupt, SystemExit):
