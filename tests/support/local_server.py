@@ -60,15 +60,19 @@ def start_server(log: Path, env: dict[str, str] | None = None, timeout: float = 
                                 stderr=subprocess.STDOUT, start_new_session=True)
     server = Server(f"http://127.0.0.1:{port}", proc, log)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{argv[0]} exited with {proc.returncode}:\n{server.log_tail()}")
-        try:
-            if httpx.get(f"{server.url}{ready_path}", timeout=2).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{argv[0]} exited with {proc.returncode}:\n{server.log_tail()}")
+            try:
+                if httpx.get(f"{server.url}{ready_path}", timeout=2).status_code == 200:
+                    return server
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+    except (KeyboardInterrupt, SystemExit):  # not yet the caller's to stop; `bentoml serve` defers SIGTERM while
+        stop_servers([server], INTERRUPTED_GRACE_S)  # its runners load, so a short grace, then SIGKILL
+        raise
     stop_server(server)
     raise RuntimeError(f"{argv[0]} not ready after {timeout}s:\n{server.log_tail()}")
 

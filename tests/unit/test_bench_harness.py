@@ -94,3 +94,36 @@ def test_a_top5_swap_passes_only_between_near_ties() -> None:
     far[[4, 6]] = far[[6, 4]]  # the 7th, 0.049 below the 5th, into the top 5
     assert same_up_to_near_ties(q32, q32) and same_up_to_near_ties(q32, near)
     assert not same_up_to_near_ties(q32, far)
+
+
+def test_a_run_interrupted_while_a_server_starts_stops_that_server(tmp_path: Path) -> None:
+    from tests.support import local_server
+
+    started: list[subprocess.Popen] = []
+    calls, real_popen = 0, subprocess.Popen
+
+    def popen(*args, **kwargs):
+        started.append(real_popen(*args, **kwargs))
+        return started[-1]
+
+    def interrupted(*_args, **_kwargs):
+        nonlocal calls
+        calls += 1
+        if calls == 3:  # Ctrl-C, or the benchmark's SIGTERM handler, while it waits for /readyz
+            raise KeyboardInterrupt
+        raise local_server.httpx.ConnectError("not listening yet")
+
+    began = time.monotonic()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(local_server.subprocess, "Popen", popen)
+        mp.setattr(local_server.httpx, "get", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            # never ready, and deaf to SIGTERM, as `bentoml serve` is while its runners load
+            local_server.start_server(tmp_path / "log", command=[sys.executable, "-c", DRAINING])
+    try:
+        assert len(started) == 1 and started[0].returncode == -signal.SIGKILL
+        assert time.monotonic() - began < 20
+    finally:  # a failing run leaves nothing behind either
+        for proc in started:
+            proc.kill()
+            proc.wait()
