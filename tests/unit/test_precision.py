@@ -154,6 +154,7 @@ def test_the_parity_report_measures_every_entry_against_torch_fp32(species_dev_m
     assert species["probability_max_diff"] <= 1e-3 and species["photos"] == 4
     assert clip["image_cosine_min"] >= 0.9999 and clip["text_cosine_min"] >= 0.9999
     assert clip["aesthetic_max_diff"] <= 0.05 and clip["zero_shot_max_diff"] <= 1e-3
+    assert clip["zero_shot_top1_same"] == "4/4"  # the 4 photos' best class among the parity texts
     assert "| openvino-bf16 |" in (tmp_path / "results.md").read_text()
 
 
