@@ -40,8 +40,9 @@ def served_models() -> dict[str, str]:
     environment gives them to every server)."""
     import catalog
 
+    always = ("SPECIES_MODEL", "AESTHETIC_CLIP_MODEL", "ZERO_SHOT_L14_MODEL")  # what the endpoints serve by default
     served = {m.setting: os.environ.get(m.setting, "(default)") for m in catalog.MODELS
-              if m.setting in ("SPECIES_MODEL", "AESTHETIC_CLIP_MODEL", "ZERO_SHOT_L14_MODEL")}
+              if m.setting in always or m.setting in os.environ}
     batching = {f"{b.prefix}_{what}": os.environ[f"{b.prefix}_{what}"] for b in catalog.batchings()
                 for what in ("MAX_BATCH_SIZE", "MAX_LATENCY_MS") if os.environ.get(f"{b.prefix}_{what}")}
     timeout = {"REQUEST_TIMEOUT_S": os.environ["REQUEST_TIMEOUT_S"]} if os.environ.get("REQUEST_TIMEOUT_S") else {}
