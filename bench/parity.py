@@ -2,10 +2,10 @@
 
 The same real photos (scikit-image, JPEG, decoded and preprocessed as the service does) through torch fp32 and
 through each other system, on store entries such as the ``--dev --full-size`` towers: image and text embedding
-cosine, zero-shot probabilities (at the entry's logit scale and at 100, a trained CLIP's) and best class, the aesthetic score (on
-the ViT-B/16 entry, through the stored head) and the species probabilities and top-5 set. The unit tests
-(tests/unit/test_precision.py) hold the dev models to the issue's bounds; this measures the same on towers too
-large for a test.
+cosine, zero-shot probabilities (at the entry's logit scale and at 100, a trained CLIP's) and best class, the
+aesthetic score (on the ViT-B/16 entry, through the stored head) and the species probabilities and top-5 set.
+The unit tests (tests/unit/test_precision.py) hold the dev models to the issue's bounds; this measures the same on
+towers too large for a test.
 """
 
 from __future__ import annotations
@@ -89,8 +89,8 @@ def run(tags: list[str], images: list[bytes], systems: dict[str, dict[str, str]]
 
 def markdown(report: dict[str, Any]) -> list[str]:
     fields = ("image_cosine_min", "text_cosine_min", "zero_shot_max_diff", "zero_shot_max_diff_scale_100",
-              "zero_shot_top1_same", "aesthetic_max_diff", "probability_max_diff", "top5_same_set", "top5_same_up_to_near_ties",
-              "top1_probability")
+              "zero_shot_top1_same", "aesthetic_max_diff", "probability_max_diff", "top5_same_set",
+              "top5_same_up_to_near_ties", "top1_probability")
     lines = [f"Against `{report['baseline']}` on the same photos ({report['images']}). The issue's bounds: {BOUNDS}.",
              "", "| store entry | system | " + " | ".join(fields) + " |", "|---|---|" + "---|" * len(fields)]
     for r in report["parity"]:
